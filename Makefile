@@ -1,0 +1,37 @@
+# `make run` and `make test` install whatever is missing (Debian packages for R and lme4, .venv,
+# the package), then run the main job or the whole test suite.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+APT_PACKAGES := r-base-core r-base-dev r-cran-lme4 r-cran-glmmtmb r-cran-mlmrev libsuitesparse-dev
+SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test bench setup r-packages clean
+
+run: setup
+	$(VENV)/bin/crosscheck run
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/run.py
+
+setup: r-packages $(VENV)/.installed
+
+# Installs the R side only when lme4 (or glmmTMB) cannot be loaded.
+r-packages:
+	@if ! Rscript -e 'library(lme4); library(glmmTMB)' >/dev/null 2>&1 || [ ! -e /usr/include/suitesparse/cholmod.h ]; then \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@[ -x $(PY) ] || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+clean:
+	rm -rf $(VENV) .crosscheck .pytest_cache
