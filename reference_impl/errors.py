@@ -1,0 +1,13 @@
+"""Errors raised by the reference implementation."""
+
+
+class ModelError(ValueError):
+    """Bad input: the message names the column, row or parameter at fault."""
+
+
+class FormulaError(ModelError):
+    """A formula outside the supported lme4 grammar (never evaluated)."""
+
+
+class PirlsError(RuntimeError):
+    """One of lme4's PIRLS failures (spec §3.2), with lme4's message."""
