@@ -1,0 +1,313 @@
+"""GLM families and links as lme4 1.1-31's compiled code evaluates them (spec §2).
+
+lme4 does not use R's family functions inside PIRLS: `glmFamily.cpp` re-implements the inverse
+links with their own clamps (§2.2). R's functions are used only for `linkfun` (the start
+`eta0 = offset + linkfun(mustart)`, §2.1) and for links without a compiled version (sqrt).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy import special, stats
+
+from .errors import ModelError
+
+EPS = np.finfo(float).eps
+Array = np.ndarray
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link: `linkfun` (mu → eta), `linkinv` (eta → mu) and `mu_eta` = dmu/deta."""
+
+    name: str
+    linkfun: Callable[[Array], Array]
+    linkinv: Callable[[Array], Array]
+    mu_eta: Callable[[Array], Array]
+
+
+def _clamp01(p: Array) -> Array:
+    return np.minimum(1.0 - EPS, p)
+
+
+def _dlogis(eta: Array) -> Array:
+    e = np.exp(-np.abs(eta))
+    return e / (1.0 + e) ** 2
+
+
+LINKS: dict[str, Link] = {
+    "logit": Link("logit", special.logit,
+                  lambda eta: np.maximum(EPS, _clamp01(special.expit(eta))),
+                  lambda eta: np.maximum(EPS, _dlogis(eta))),
+    "probit": Link("probit", special.ndtri,
+                   lambda eta: _clamp01(special.ndtr(eta)),
+                   lambda eta: np.exp(-0.5 * eta * eta) / np.sqrt(2.0 * np.pi)),
+    "cloglog": Link("cloglog", lambda mu: np.log(-np.log1p(-mu)),
+                    lambda eta: np.maximum(EPS, _clamp01(-np.expm1(-np.exp(eta)))),
+                    lambda eta: np.maximum(EPS, np.exp(eta - np.exp(eta)))),
+    "cauchit": Link("cauchit", lambda mu: stats.cauchy.ppf(mu),
+                    lambda eta: _clamp01(0.5 + np.arctan(eta) / np.pi),
+                    lambda eta: 1.0 / (np.pi * (1.0 + eta * eta))),
+    "log": Link("log", np.log,
+                lambda eta: np.maximum(EPS, np.exp(eta)),
+                lambda eta: np.maximum(EPS, np.exp(eta))),
+    "identity": Link("identity", lambda mu: np.asarray(mu, float).copy(),
+                     lambda eta: np.asarray(eta, float).copy(),
+                     lambda eta: np.ones_like(eta, dtype=float)),
+    "inverse": Link("inverse", lambda mu: 1.0 / mu,
+                    lambda eta: 1.0 / eta,
+                    lambda eta: -1.0 / (eta * eta)),
+    "sqrt": Link("sqrt", np.sqrt, lambda eta: eta * eta, lambda eta: 2.0 * eta),
+    "1/mu^2": Link("1/mu^2", lambda mu: 1.0 / (mu * mu),
+                   lambda eta: 1.0 / np.sqrt(eta),
+                   lambda eta: -1.0 / (2.0 * eta ** 1.5)),
+}
+
+
+def _ylogy(y: Array, m: Array) -> Array:
+    """`y * log(y/m)` with the log term 0 where `y/m == 0` (lme4's `Y_log_Y`)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = y / m
+        return y * np.where(v == 0.0, 0.0, np.log(np.where(v == 0.0, 1.0, v)))
+
+
+def _log_dbinom(x: Array, size: Array, p: Array) -> Array:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lchoose = special.gammaln(size + 1) - special.gammaln(x + 1) - special.gammaln(size - x + 1)
+        return lchoose + special.xlogy(x, p) + special.xlog1py(size - x, -p)
+
+
+def _log_dpois(y: Array, mu: Array) -> Array:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = special.xlogy(y, mu) - mu - special.gammaln(y + 1)
+    return np.where(y == np.round(y), out, -np.inf)
+
+
+@dataclass(frozen=True)
+class Response:
+    """The glmResp data after `family$initialize` (§2.1): `y`, trials `n`, prior weights `pw`
+    (trials × prior weights for cbind), and `mustart`."""
+
+    y: Array
+    n: Array
+    pw: Array
+    mustart: Array
+    warnings: tuple[str, ...] = ()
+
+
+class Family:
+    """A distribution with a link; `devresid`, `aic` and `variance` follow `glmFamily.cpp` (§2.2)."""
+
+    name = ""
+    links: tuple[str, ...] = ()
+    default_link = ""
+    has_scale = False
+
+    def __init__(self, link: str | None = None):
+        link = link or self.default_link
+        if link not in self.links:
+            raise ModelError(f"link '{link}' is not available for family '{self.name}' "
+                             f"(choose one of: {', '.join(self.links)})")
+        self.link = LINKS[link]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(link={self.link.name!r})"
+
+    def linkinv(self, eta: Array) -> Array:
+        return self.link.linkinv(eta)
+
+    def mu_eta(self, eta: Array) -> Array:
+        return self.link.mu_eta(eta)
+
+    def variance(self, mu: Array) -> Array:
+        raise NotImplementedError
+
+    def devresid(self, y: Array, mu: Array, pw: Array) -> Array:
+        raise NotImplementedError
+
+    def aic(self, y: Array, n: Array, mu: Array, pw: Array, dev: float) -> float:
+        raise NotImplementedError
+
+    def initialize(self, response, prior_weights: Array) -> Response:
+        """R's `family$initialize` for a `design.Response` (§2.1)."""
+        raise NotImplementedError
+
+    def saturated_aic(self, y: Array, n: Array, pw: Array) -> float:
+        """`aic(mu = y) - resDev(mu = y)`: −2 × the saturated log-likelihood, the constant
+        between lme4's nAGQ>1 scale and the absolute scale (§4.3)."""
+        dev = float(np.sum(self.devresid(y, y, pw)))
+        return self.aic(y, n, y, pw, dev) - dev
+
+
+def _single_column(response, family: str) -> Array:
+    if response.kind == "cbind":
+        raise ModelError(f"a cbind(successes, failures) response is only for the binomial family, "
+                         f"not '{family}'")
+    return np.asarray(response.y, float)
+
+
+class Binomial(Family):
+    name = "binomial"
+    links = ("logit", "probit", "cloglog", "cauchit", "log")
+    default_link = "logit"
+
+    def variance(self, mu):
+        return np.maximum(EPS, mu * (1.0 - mu))
+
+    def devresid(self, y, mu, pw):
+        return 2.0 * pw * (_ylogy(y, mu) + _ylogy(1.0 - y, 1.0 - mu))
+
+    def aic(self, y, n, mu, pw, dev):
+        m = n if np.any(n > 1) else pw
+        yy = np.round(m * y)
+        m = np.round(m)
+        c = np.where(m <= 0, 0.0, pw / np.where(m <= 0, 1.0, m))
+        return -2.0 * float(np.sum(np.where(c == 0, 0.0, c * _log_dbinom(yy, m, mu))))
+
+    def initialize(self, response, prior_weights):
+        warnings: list[str] = []
+        if response.kind == "cbind":
+            s = np.asarray(response.successes, float)
+            f = np.asarray(response.failures, float)
+            for side, v in (("successes", s), ("failures", f)):
+                bad = np.flatnonzero(v < 0)
+                if bad.size:
+                    raise ModelError(f"binomial cbind() {side} must be >= 0: row {bad[0]} has {v[bad[0]]:g}")
+            n = s + f
+            with np.errstate(invalid="ignore", divide="ignore"):
+                y = np.where(n == 0, 0.0, s / np.where(n == 0, 1.0, n))
+            if np.any(np.abs(s - np.round(s)) > 1e-3) or np.any(np.abs(f - np.round(f)) > 1e-3):
+                warnings.append("non-integer counts in a binomial glm!")
+            pw = prior_weights * n
+            mustart = (n * y + 0.5) / (n + 1.0)
+            return Response(y, n, pw, mustart, tuple(warnings))
+        y = np.asarray(response.y, float).copy()
+        pw = np.asarray(prior_weights, float)
+        y[pw == 0] = 0.0
+        bad = np.flatnonzero((y < 0) | (y > 1))
+        if bad.size:
+            raise ModelError(f"binomial response must be in [0, 1] (0/1, logical, two-level factor or "
+                             f"proportion with weights): row {bad[0]} has y = {y[bad[0]]:g}")
+        if np.any(np.abs(pw * y - np.round(pw * y)) > 1e-3):
+            warnings.append("non-integer #successes in a binomial glm!")
+        mustart = (pw * y + 0.5) / (pw + 1.0)
+        return Response(y, np.ones_like(y), pw, mustart, tuple(warnings))
+
+
+class Poisson(Family):
+    name = "poisson"
+    links = ("log", "sqrt", "identity")
+    default_link = "log"
+
+    def variance(self, mu):
+        return mu
+
+    def devresid(self, y, mu, pw):
+        return 2.0 * pw * (_ylogy(y, mu) - (y - mu))
+
+    def aic(self, y, n, mu, pw, dev):
+        return -2.0 * float(np.sum(_log_dpois(y, mu) * pw))
+
+    def initialize(self, response, prior_weights):
+        y = _single_column(response, self.name)
+        bad = np.flatnonzero(y < 0)
+        if bad.size:
+            raise ModelError(f"negative values not allowed for the 'Poisson' family: row {bad[0]} has y = {y[bad[0]]:g}")
+        bad = np.flatnonzero(y != np.round(y))
+        if bad.size:
+            raise ModelError(f"Poisson counts must be whole numbers: row {bad[0]} has y = {y[bad[0]]:g}")
+        return Response(y, np.ones_like(y), np.asarray(prior_weights, float), y + 0.1)
+
+
+class _PositiveResponse(Family):
+    """Families with a dispersion parameter (`useSc = 1`, §2.2), `mustart = y`."""
+
+    has_scale = True
+
+    def initialize(self, response, prior_weights):
+        y = _single_column(response, self.name)
+        bad = np.flatnonzero(y <= 0)
+        if bad.size:
+            raise ModelError(f"non-positive values not allowed for the '{self.name}' family: "
+                             f"row {bad[0]} has y = {y[bad[0]]:g}")
+        return Response(y, np.ones_like(y), np.asarray(prior_weights, float), y.copy())
+
+
+class Gamma(_PositiveResponse):
+    name = "Gamma"
+    links = ("inverse", "log", "identity")
+    default_link = "inverse"
+
+    def variance(self, mu):
+        return mu * mu
+
+    def devresid(self, y, mu, pw):
+        return -2.0 * pw * (np.log(y / mu) - (y - mu) / mu)
+
+    def aic(self, y, n, mu, pw, dev):
+        disp = dev / float(np.sum(pw))
+        logdens = stats.gamma.logpdf(y, a=1.0 / disp, scale=mu * disp)
+        return -2.0 * float(np.sum(pw * logdens)) + 2.0
+
+
+class InverseGaussian(_PositiveResponse):
+    name = "inverse.gaussian"
+    links = ("1/mu^2", "inverse", "log", "identity")
+    default_link = "1/mu^2"
+
+    def variance(self, mu):
+        return mu ** 3
+
+    def devresid(self, y, mu, pw):
+        return pw * (y - mu) ** 2 / (y * mu * mu)
+
+    def aic(self, y, n, mu, pw, dev):
+        wtsum = float(np.sum(pw))
+        return wtsum * (np.log(dev / wtsum * 2.0 * np.pi) + 1.0) + 3.0 * float(np.sum(np.log(y) * pw)) + 2.0
+
+
+class Gaussian(Family):
+    """Gaussian with a non-identity link (identity is an LMM: lme4 redirects to lmer)."""
+
+    name = "gaussian"
+    links = ("log", "inverse")
+    default_link = "log"
+    has_scale = True
+
+    def variance(self, mu):
+        return np.ones_like(mu)
+
+    def devresid(self, y, mu, pw):
+        return pw * (y - mu) ** 2
+
+    def aic(self, y, n, mu, pw, dev):
+        nn = float(mu.size)
+        return nn * (np.log(2.0 * np.pi * dev / nn) + 1.0) + 2.0 - float(np.sum(np.log(pw)))
+
+    def initialize(self, response, prior_weights):
+        y = _single_column(response, self.name)
+        if (self.link.name == "log" and np.any(y <= 0)) or (self.link.name == "inverse" and np.any(y == 0)):
+            raise ModelError("cannot find valid starting values: please specify some "
+                             f"(gaussian with link '{self.link.name}' needs y > 0)")
+        return Response(y, np.ones_like(y), np.asarray(prior_weights, float), y.copy())
+
+
+FAMILIES: dict[str, type[Family]] = {
+    f.name: f for f in (Binomial, Poisson, Gamma, InverseGaussian, Gaussian)
+}
+
+
+def make_family(family: str | Family, link: str | None = None) -> Family:
+    """A family instance from its R name (`"binomial"`, `"poisson"`, `"Gamma"`, …) and link."""
+    if isinstance(family, Family):
+        return family
+    if family == "gaussian" and (link in (None, "identity")):
+        raise ModelError("family 'gaussian' with the identity link is a linear mixed model "
+                         "(lme4 refits it with lmer); not supported by glmer here")
+    if family.startswith("quasi"):
+        raise ModelError('"quasi" families cannot be used in glmer')
+    if family not in FAMILIES:
+        raise ModelError(f"unknown family '{family}' (choose one of: {', '.join(FAMILIES)})")
+    return FAMILIES[family](link)

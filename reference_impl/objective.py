@@ -1,0 +1,155 @@
+"""glmer's deviance functions as values: callables over lme4's parameter vector (spec §4).
+
+* nAGQ = 0 — `f(theta)`: joint (u, β) PIRLS, `ldL2 + ||u||² + aic(μ)` (§4.1).
+* nAGQ = 1 — `f(c(theta, beta))`: u-only PIRLS with Xβ in the offset, same formula (§4.2).
+* nAGQ > 1 — `f(c(theta, beta))`: adaptive Gauss–Hermite per level of the single scalar term,
+  `Σ devc0 + ldL2 − 2 log Π mult`, on the deviance-residual scale (§4.3).
+
+Every call restarts PIRLS from `eta = offset + lp0` (§3.3), so values do not depend on history.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import ModelError
+from .ghrule import ghrule
+from .pirls import PirlsResult, pirls
+
+SQRT_2PI = np.sqrt(2.0 * np.pi)
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation leaves behind (lme4's `pp`/`resp` state, §4.4)."""
+
+    pars: np.ndarray
+    value: float
+    pirls: PirlsResult
+    aic: float
+    beta: np.ndarray            # β used: PIRLS β̂ for nAGQ=0, pars[nth:] otherwise
+
+    @property
+    def u(self):
+        return self.pirls.u
+
+    @property
+    def mu(self):
+        return self.pirls.mu
+
+    @property
+    def eta(self):
+        return self.pirls.eta
+
+    @property
+    def ldL2(self):
+        return self.pirls.ldL2
+
+    @property
+    def ussq(self):
+        return self.pirls.ussq
+
+    @property
+    def drsum(self):
+        return self.pirls.drsum
+
+
+class DevianceFunction:
+    """The objective glmer optimizes, at a fixed `lp0`; `f(pars) -> float`.
+
+    `f.last` holds the state of the most recent evaluation; `f.lp0` the restart point.
+    """
+
+    def __init__(self, model, nAGQ: int, lp0: np.ndarray, mode: str = "lme4"):
+        if mode not in ("lme4", "exact"):
+            raise ModelError(f"mode must be 'lme4' or 'exact', not {mode!r}")
+        if nAGQ > 1:
+            check_agq(model, nAGQ)
+        self.model, self.nAGQ, self.mode = model, int(nAGQ), mode
+        self.lp0 = np.asarray(lp0, float)
+        self.nth = model.nth
+        self.npar = self.nth + (model.p if nAGQ > 0 else 0)
+        self.lower = np.concatenate([model.lower, np.full(self.npar - self.nth, -np.inf)])
+        self._u = np.zeros(model.q)          # the predictor's u between calls (§3.2, first halving)
+        self._beta = np.zeros(model.p)
+        self.last: Evaluation | None = None
+        self.nevals = 0
+
+    def __call__(self, pars) -> float:
+        pars = np.array(pars, dtype=float, ndmin=1)
+        if pars.shape != (self.npar,):
+            raise ModelError(f"parameter vector has length {pars.size}; this deviance function takes "
+                             f"{self.npar} ({self.nth} theta" + (f" + {self.model.p} beta)" if self.nAGQ else ")"))
+        m = self.model
+        theta = pars[:self.nth]
+        eta = m.offset + self.lp0
+        if self.nAGQ == 0:
+            res = pirls(m, theta, eta, m.offset, self._u, self._beta, u_only=False, mode=self.mode)
+            beta = res.beta
+            self._beta = res.beta
+        else:
+            beta = pars[self.nth:]
+            res = pirls(m, theta, eta, m.offset + m.X @ beta, self._u, self._beta, u_only=True, mode=self.mode)
+        self._u = res.u
+        aic = m.family.aic(m.response.y, m.response.n, res.mu, m.response.pw, res.drsum)
+        if self.nAGQ <= 1:
+            value = res.ldL2 + res.ussq + aic
+        else:
+            value = self._agq(theta, beta, res)
+        self.nevals += 1
+        self.last = Evaluation(pars, float(value), res, aic, beta)
+        return float(value)
+
+    def _agq(self, theta, beta, res: PirlsResult) -> float:
+        """§4.3: per level j, `devc0_j + log L_jj² − 2 log mult_j`, mult by the GH rule."""
+        m, fam, resp = self.model, self.model.family, self.model.response
+        z, w, ldnorm = ghrule(self.nAGQ)
+        G = group_sum_matrix(m)
+        offset = m.offset + m.X @ beta
+        devc0 = res.u ** 2 + G @ fam.devresid(resp.y, res.mu, resp.pw)
+        sd = 1.0 / res.decomp.L.Ldiag
+        moving = z != 0.0
+        uk = res.u[:, None] + sd[:, None] * z[moving][None, :]                  # q × k
+        etak = offset[:, None] + theta[0] * m.zvals[:, None] * uk[m.fac, :]
+        devck = uk ** 2 + G @ fam.devresid(resp.y[:, None], fam.linkinv(etak), resp.pw[:, None])
+        terms = np.exp(-0.5 * (devck - devc0[:, None]) - ldnorm[moving]) * (w[moving] / SQRT_2PI)
+        mult = terms.sum(axis=1) + w[~moving].sum()
+        if self.mode == "lme4":
+            return float(devc0.sum() + res.ldL2 - 2.0 * np.log(np.prod(mult)))
+        return float(devc0.sum() + res.ldL2 - 2.0 * np.sum(np.log(mult)))
+
+    # -- lme4's state accessors, for comparison with `environment(devfun)` -----------------------
+    def unsc(self) -> np.ndarray:
+        """(RX'RX)⁻¹ of the last evaluation (`pp$unsc()`)."""
+        return self.last.pirls.decomp.unsc()
+
+    def linpred(self) -> np.ndarray:
+        """`pp$linPred(1)` = Xβ + ZΛu of the last evaluation, without offset (§3.3)."""
+        ev, m = self.last, self.model
+        return m.X @ ev.beta + m.Zb(ev.pars[:self.nth], ev.u)
+
+
+def group_sum_matrix(model) -> sp.csr_matrix:
+    """q×N indicator of the single scalar term's levels: `G @ v` sums v within each level."""
+    N = model.N
+    return sp.csr_matrix((np.ones(N), (model.fac, np.arange(N))), shape=(model.q, N))
+
+
+def check_agq(model, nAGQ: int) -> None:
+    """lme4's restriction (§4.3) and the GH rule's range."""
+    ghrule(nAGQ)
+    if not model.scalar_single:
+        raise ModelError("nAGQ > 1 is only available for models with a single, scalar random-effects term "
+                         f"(this model has {len(model.design.reterms)} term(s) with "
+                         f"{[t.nc for t in model.design.reterms]} column(s))")
+
+
+def initial_lp0(model, mode: str = "lme4") -> tuple[np.ndarray, PirlsResult]:
+    """Joint PIRLS at the initial theta from `eta0 = offset + linkfun(mustart)` (§5.2 step 2);
+    `lp0 = Xβ + ZΛu` of its result."""
+    theta = model.theta0
+    res = pirls(model, theta, model.eta0, model.offset, np.zeros(model.q), np.zeros(model.p),
+                u_only=False, mode=mode)
+    return model.X @ res.beta + model.Zb(theta, res.u), res
