@@ -1,0 +1,497 @@
+"""One embedded R per process, and the only place rpy2 objects exist.
+
+`RSession.get()` starts R once, loads lme4 and sources every `r_scripts/*.R`. Every call into R
+holds one process-wide lock (R is single threaded) and runs inside
+`rpy2.robjects.conversion.localconverter` (conversion rules live in a ContextVar, so threads other
+than the main one would otherwise see none). Values are converted at once, in both directions.
+
+R → Python (`_to_python`):
+
+===================================  ==============================================================
+R                                    Python
+===================================  ==============================================================
+NULL                                 None
+numeric / integer / logical vector   numpy float64 / int64 / bool array (integer or logical
+                                     containing NA → float64 with nan)
+character vector                     list[str] (NA → None)
+unnamed vector of length 1 without   Python scalar (float, int, bool, str; NA → nan, or None for
+attributes                           a string): the only place scalars appear. In R, ``I(x)``
+                                     keeps a length-1 vector a vector (the R scripts do this for
+                                     every vector-valued field)
+named atomic vector                  dict name → scalar
+list                                 dict (named) or list (unnamed), recursively
+factor                               pandas.Categorical with the factor's levels, in order
+matrix / array                       2-D / n-D numpy array (dimnames dropped)
+data.frame                           pandas.DataFrame (character row names become the index)
+Matrix package object                scipy.sparse.csc_matrix
+===================================  ==============================================================
+
+Python → R (`_to_r`): None → NULL; bool/int/float/str → length-1 vector; dict → named list; list or
+tuple → atomic vector if its values share one type, else list; numpy arrays → vectors, matrices or
+arrays; pandas Series/Categorical → vector/factor; DataFrame → data.frame whose factor columns
+have exactly the categories (as strings) as levels, in order. Column classes follow `r_type` and are
+read back from R and checked (`check_column_types`) on every transfer.
+
+Formulas cross as strings. glmer.R refuses anything but a single two-sided `~` call, but the model
+frame still evaluates the calls inside it: callers must pass formulas validated and rendered by
+``reference_impl.formula``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+R_SCRIPTS = Path(__file__).resolve().parent.parent / "r_scripts"
+_INT_MAX = 2**31 - 1
+
+
+class RBridgeError(RuntimeError):
+    """The bridge itself failed: R could not run the code, or a value could not cross."""
+
+
+class RTimeout(RBridgeError):
+    """An R call was interrupted because it ran past its timeout; R remains usable."""
+
+
+# --------------------------------------------------------------------------------------------
+# R → Python
+
+def _attr(x, name: str):
+    """Attribute `name` of an rinterface object, or None."""
+    import rpy2.rinterface as ri
+
+    return None if x is ri.NULL or name not in x.list_attrs() else x.do_slot(name)
+
+
+def _strings(x) -> list[str | None]:
+    import rpy2.rinterface as ri
+
+    return [None if s is ri.NA_Character else str(s) for s in x]
+
+
+def _vector(x) -> np.ndarray | list:
+    """An atomic R vector as a 1-D numpy array (list of str for character)."""
+    import rpy2.rinterface as ri
+
+    if x.typeof == ri.RTYPES.STRSXP:
+        return _strings(x)
+    if x.typeof == ri.RTYPES.REALSXP:
+        return np.array(x.memoryview(), dtype=np.float64)
+    if x.typeof == ri.RTYPES.CPLXSXP:
+        return np.array(list(x), dtype=np.complex128)
+    if x.typeof in (ri.RTYPES.INTSXP, ri.RTYPES.LGLSXP):
+        raw = np.array(x.memoryview(), dtype=np.int64)
+        na = raw == -(2**31)
+        if na.any():
+            return np.where(na, np.nan, raw.astype(np.float64))
+        return raw.astype(bool) if x.typeof == ri.RTYPES.LGLSXP else raw
+    raise RBridgeError(f"cannot convert R vector of type {x.typeof.name}")
+
+
+def _scalar(v):
+    """One element of a converted vector as a plain Python value (NA → nan, None for strings)."""
+    return v if v is None or isinstance(v, str) else v.item()
+
+
+def _classes(x) -> list[str]:
+    cls = _attr(x, "class")
+    return [] if cls is None else _strings(cls)
+
+
+def _factor(x) -> pd.Categorical:
+    codes = np.array(x.memoryview(), dtype=np.int64)
+    codes = np.where(codes == -(2**31), -1, codes - 1)
+    levels = _strings(_attr(x, "levels"))
+    return pd.Categorical.from_codes(codes, categories=levels, ordered="ordered" in _classes(x))
+
+
+def _data_frame(x) -> pd.DataFrame:
+    names = _strings(_attr(x, "names"))
+    columns = {name: _column(col) for name, col in zip(names, x)}
+    rownames = _attr(x, "row.names")
+    index = None
+    if rownames is not None and rownames.typeof.name == "STRSXP":
+        index = _strings(rownames)
+    return pd.DataFrame(columns, index=index)
+
+
+def _column(x):
+    """A data.frame column: always 1-D (factor, array or list of str)."""
+    if "factor" in _classes(x):
+        return _factor(x)
+    return _vector(x)
+
+
+def _sparse(x) -> sp.csc_matrix:
+    parts = _call_raw("cc_sparse_parts", x)
+    i, p, v, dim = (_vector(parts[k]) for k in range(4))
+    return sp.csc_matrix((v, i, p), shape=tuple(int(d) for d in dim))
+
+
+def _list(x):
+    names = _attr(x, "names")
+    items = [_to_python(e) for e in x]
+    if names is None:
+        return items
+    keys = [n if n else f"[[{k + 1}]]" for k, n in enumerate(_strings(names))]
+    if len(set(keys)) != len(keys):
+        raise RBridgeError(f"R list has duplicated names: {keys}")
+    return dict(zip(keys, items))
+
+
+def _atomic(x):
+    dim = _attr(x, "dim")
+    values = _vector(x)
+    if dim is not None:
+        shape = tuple(int(d) for d in _vector(dim))
+        return np.asarray(values, dtype=object if isinstance(values, list) else None).reshape(
+            shape, order="F")
+    names = _attr(x, "names")
+    if names is not None:
+        return {n: _scalar(v) for n, v in zip(_strings(names), values)}
+    if len(values) == 1 and not x.list_attrs():
+        return _scalar(values[0])
+    return values
+
+
+def _to_python(x) -> Any:
+    """Convert an rinterface object to plain Python/numpy/pandas/scipy (table in module doc)."""
+    import rpy2.rinterface as ri
+
+    if x is ri.NULL:
+        return None
+    classes = _classes(x)
+    if x.typeof == ri.RTYPES.S4SXP:
+        if _call_raw("cc_is_matrix_pkg", x)[0]:
+            return _sparse(x)
+        raise RBridgeError(f"cannot convert S4 object of class {classes}")
+    if "factor" in classes:
+        return _factor(x)
+    if "data.frame" in classes:
+        return _data_frame(x)
+    if x.typeof in (ri.RTYPES.VECSXP, ri.RTYPES.EXPRSXP):
+        return _list(x)
+    if x.typeof in (ri.RTYPES.REALSXP, ri.RTYPES.INTSXP, ri.RTYPES.LGLSXP, ri.RTYPES.STRSXP,
+                    ri.RTYPES.CPLXSXP):
+        return _atomic(x)
+    raise RBridgeError(f"cannot convert R object of type {x.typeof.name} (class {classes})")
+
+
+# --------------------------------------------------------------------------------------------
+# Python → R
+
+_R_CLASS_OF_KIND = {"boolean": "logical", "integer": "integer", "floating": "numeric",
+                    "mixed-integer-float": "numeric", "string": "character", "empty": "character"}
+
+
+def r_type(values: pd.Series) -> tuple[str, list[str] | None]:
+    """The R class ("factor", "ordered", "logical", "integer", "numeric", "character") a pandas
+    column becomes, and its factor levels; RBridgeError naming the column if it has none."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        levels = [str(c) for c in values.cat.categories]
+        return ("ordered" if values.cat.ordered else "factor"), levels
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    cls = _R_CLASS_OF_KIND.get(kind)
+    if cls is None:
+        raise RBridgeError(f"column {values.name!r}: values of type {kind!r} have no R equivalent")
+    if cls == "integer" and values.notna().any() and values.abs().max() > _INT_MAX:
+        return "numeric", None
+    return cls, None
+
+
+def _r_column(values: pd.Series):
+    """A pandas column as an R vector or factor (classes as in `r_type`)."""
+    import rpy2.rinterface as ri
+
+    cls, levels = r_type(values)
+    if levels is not None:
+        codes = [ri.NA_Integer if c < 0 else int(c) + 1 for c in values.cat.codes]
+        return _call_raw("cc_make_factor", ri.IntSexpVector(codes), ri.StrSexpVector(levels),
+                         ri.BoolSexpVector([cls == "ordered"]))
+    if cls == "numeric":
+        return ri.FloatSexpVector(values.to_numpy(dtype=np.float64, na_value=np.nan))
+    vector, na, cast = {"logical": (ri.BoolSexpVector, ri.NA_Logical, bool),
+                        "integer": (ri.IntSexpVector, ri.NA_Integer, int),
+                        "character": (ri.StrSexpVector, ri.NA_Character, str)}[cls]
+    return vector([na if pd.isna(v) else cast(v) for v in values])
+
+
+def check_column_types(df: pd.DataFrame, r_types: Mapping[str, Mapping]) -> None:
+    """Raise RBridgeError naming the first column of `df` whose R class or factor levels, as read
+    back from R by `cc_column_types`, differ from what `r_type` promises."""
+    for col in df.columns:
+        cls, levels = r_type(df[col])
+        got = r_types.get(str(col))
+        if got is None:
+            raise RBridgeError(f"column {col!r} did not reach R")
+        got_levels = got["levels"]
+        if got["class"] != cls or got_levels != levels:
+            raise RBridgeError(
+                f"column {col!r} did not survive the transfer to R: expected {cls} with levels "
+                f"{levels}, R has {got['class']} with levels {got_levels}")
+        if levels is not None and len(set(levels)) < len(levels):
+            raise RBridgeError(f"column {col!r}: distinct categories became the same R factor "
+                               f"levels {levels}")
+
+
+def _r_data_frame(df: pd.DataFrame):
+    import rpy2.rinterface as ri
+
+    names = [str(c) for c in df.columns]
+    if len(set(names)) != len(names):
+        raise RBridgeError(f"duplicated column names: {names}")
+    cols = ri.ListSexpVector([_r_column(df[c]) for c in df.columns])
+    frame = _call_raw("cc_make_data_frame", cols, ri.StrSexpVector(names),
+                      ri.IntSexpVector([len(df)]))
+    check_column_types(df, _to_python(_call_raw("cc_column_types", frame)))
+    return frame
+
+
+def _r_array(value: np.ndarray):
+    """A numpy array as an R vector, or a matrix/array (filled column-major) if not 1-D."""
+    import rpy2.rinterface as ri
+
+    if value.ndim == 1:
+        return _r_column(pd.Series(value))
+    flat = _r_column(pd.Series(value.ravel(order="F")))
+    return _call_raw("cc_set_dim", flat, ri.IntSexpVector(list(value.shape)))
+
+
+def _to_r(value):
+    """Convert a Python value to an rinterface object (rules in the module docstring)."""
+    import rpy2.rinterface as ri
+
+    if value is None:
+        return ri.NULL
+    if isinstance(value, pd.DataFrame):
+        return _r_data_frame(value)
+    if isinstance(value, (pd.Series, pd.Categorical)):
+        return _r_column(pd.Series(value))
+    if isinstance(value, np.ndarray):
+        return _r_array(value)
+    if isinstance(value, (bool, int, float, str, np.generic)):
+        return _r_column(pd.Series([value]))
+    if isinstance(value, Mapping):
+        items = ri.ListSexpVector([_to_r(v) for v in value.values()])
+        return _call_raw("cc_set_names", items, ri.StrSexpVector([str(k) for k in value]))
+    if isinstance(value, Sequence):
+        homogeneous = bool(value) and pd.api.types.infer_dtype(value) in _R_CLASS_OF_KIND
+        return (_r_column(pd.Series(list(value))) if homogeneous
+                else ri.ListSexpVector([_to_r(v) for v in value]))
+    raise RBridgeError(f"cannot send {type(value).__name__} to R")
+
+
+# --------------------------------------------------------------------------------------------
+# calling R
+
+def _call_raw(fname: str, *args, **kwargs):
+    """Call an R function found from the global environment, on rinterface objects."""
+    import rpy2.rinterface as ri
+
+    return ri.globalenv.find(fname)(*args, **kwargs)
+
+
+class RSession:
+    """The process-wide embedded R. Obtain it with `RSession.get()`."""
+
+    _instance: ClassVar[RSession | None] = None
+    _lock: ClassVar[threading.RLock] = threading.RLock()
+
+    def __init__(self) -> None:
+        raise TypeError("use RSession.get()")
+
+    @classmethod
+    def get(cls) -> RSession:
+        """The one session of this process, started (and the R scripts sourced) on first use."""
+        with cls._lock:
+            if cls._instance is None:
+                session = object.__new__(cls)
+                session._start()
+                cls._instance = session
+            return cls._instance
+
+    def _start(self) -> None:
+        import rpy2.rinterface as ri
+
+        with self._converting():
+            ri.initr_simple()
+            _poll_while_sleeping()
+            for script in sorted(R_SCRIPTS.glob("*.R")):
+                self._run(lambda: ri.baseenv["source"](str(script), local=ri.globalenv))
+
+    # -- context ------------------------------------------------------------------------------
+    def _converting(self):
+        """Hold the R lock inside rpy2's localconverter (default rules)."""
+        import contextlib
+
+        import rpy2.robjects as ro
+        from rpy2.robjects.conversion import localconverter
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(self._lock)
+        stack.enter_context(localconverter(ro.default_converter))
+        return stack
+
+    @staticmethod
+    def _parse(code: str):
+        import rpy2.rinterface as ri
+        from rpy2.rinterface_lib._rinterface_capi import RParsingError
+
+        try:
+            return ri.parse(code)
+        except RParsingError as e:
+            raise RBridgeError(f"R could not parse {code!r}: {e}") from None
+
+    @staticmethod
+    def _guarded(fname: str, *args):
+        """Call one of bridge.R's `cc_guard`ed functions; an R error becomes RBridgeError."""
+        value = _call_raw(fname, *args)
+        if "cc_bridge_error" in _classes(value):
+            raise RBridgeError(f"R error: {_strings(value[0])[0]}")
+        return value
+
+    # -- public API ---------------------------------------------------------------------------
+    def eval(self, code: str) -> Any:
+        """Evaluate R code in the global environment; the last value, converted (None if
+        invisible, as after an assignment)."""
+        with self._converting():
+            exprs = self._parse(code)
+            return self._run(lambda: _to_python(self._guarded("cc_eval", exprs)))
+
+    def assign(self, name: str, value: Any) -> None:
+        """Bind `value` (converted to R) to `name` in R's global environment."""
+        import rpy2.rinterface as ri
+
+        with self._converting():
+            ri.globalenv[name] = self._run(lambda: _to_r(value))
+
+    def call(self, fname: str, *args, timeout: float | None = None, **kwargs) -> Any:
+        """Call the R function `fname` on converted arguments; the result, converted.
+
+        With `timeout` (seconds) R is interrupted when time is up and `RTimeout` is raised.
+        """
+        import rpy2.rinterface as ri
+
+        def run():
+            r_args = ri.ListSexpVector([_to_r(a) for a in (*args, *kwargs.values())])
+            names = ri.StrSexpVector([""] * len(args) + list(kwargs))
+            r_args = _call_raw("cc_set_names", r_args, names)
+            return _to_python(self._guarded("cc_call", ri.StrSexpVector([fname]), r_args))
+
+        with self._converting():
+            return self._run(run, timeout)
+
+    # -- r_scripts/glmer.R ---------------------------------------------------------------------
+    # `formula` must come from reference_impl.formula (validated, rendered for R); weights and
+    # offset name columns of `data`; `control` holds glmerControl() arguments. Each returns the
+    # record list(ok, error, warnings, messages, value) as a dict (fields: glmer.R).
+
+    def fit(self, data: pd.DataFrame, formula: str, family: str, *, link: str | None = None,
+            nAGQ: int = 1, weights: str | None = None, offset: str | None = None,
+            control: Mapping | None = None, timeout: float | None = None) -> dict:
+        """glmer (`cc_glmer_fit`)."""
+        return self.call("cc_glmer_fit", data=data, formula=formula, family=family, link=link,
+                         nAGQ=nAGQ, weights=weights, offset=offset, control=control,
+                         timeout=timeout)
+
+    def fit_glmmtmb(self, data: pd.DataFrame, formula: str, family: str, *,
+                    link: str | None = None, weights: str | None = None,
+                    offset: str | None = None, timeout: float | None = None) -> dict:
+        """glmmTMB's Laplace fit in lme4's parametrisation (`cc_glmmtmb_fit`)."""
+        return self.call("cc_glmmtmb_fit", data=data, formula=formula, family=family, link=link,
+                         weights=weights, offset=offset, timeout=timeout)
+
+    def devfun(self, data: pd.DataFrame, formula: str, family: str, *, link: str | None = None,
+               nAGQ: int = 1, weights: str | None = None, offset: str | None = None,
+               control: Mapping | None = None, timeout: float | None = None) -> dict:
+        """Register glmer's deviance function (`cc_devfun`); value["id"] names it."""
+        return self.call("cc_devfun", data=data, formula=formula, family=family, link=link,
+                         nAGQ=nAGQ, weights=weights, offset=offset, control=control,
+                         timeout=timeout)
+
+    def devfun_eval(self, devfun_id: str, pars: np.ndarray, *,
+                    timeout: float | None = None) -> dict:
+        """Evaluate a registered deviance function at each row of `pars` (`cc_devfun_eval`)."""
+        pars = np.atleast_2d(np.asarray(pars, dtype=np.float64))
+        return self.call("cc_devfun_eval", id=devfun_id, pars=pars, timeout=timeout)
+
+    def devfun_drop(self, devfun_id: str) -> dict:
+        """Forget a registered deviance function."""
+        return self.call("cc_devfun_drop", id=devfun_id)
+
+    def dataset(self, pkg: str, name: str) -> pd.DataFrame:
+        """Data set `name` of the installed R package `pkg` (e.g. "lme4", "cbpp")."""
+        return self.call("cc_dataset", pkg, name)
+
+    def versions(self) -> dict[str, str]:
+        """Versions of R, lme4, Matrix, minqa (and glmmTMB if installed)."""
+        return self.call("cc_versions")
+
+    def _run(self, thunk, timeout: float | None = None):
+        """Run `thunk` (the lock is held), translating R failures and enforcing `timeout`."""
+        from rpy2.rinterface_lib.embedded import RRuntimeError
+
+        interrupt = _Interrupter(timeout)
+        try:
+            with interrupt:
+                return thunk()
+        except RRuntimeError as e:
+            if interrupt.fired:
+                raise RTimeout(f"R call interrupted after {timeout} s") from None
+            raise RBridgeError(str(e).strip()) from None
+
+
+def _poll_while_sleeping(usec: int = 50_000) -> None:
+    """Make R wake up every `usec` µs while waiting (`Sys.sleep`), so a timeout can interrupt it.
+
+    R's event loop otherwise sleeps in one `select` call and only then looks at the interrupt flag.
+    """
+    import ctypes
+
+    from rpy2.rinterface_lib import openrlib
+
+    libr = ctypes.CDLL(str(Path(openrlib.R_HOME) / "lib" / "libR.so"))
+    ctypes.c_int.in_dll(libr, "R_wait_usec").value = usec
+
+
+class _Interrupter:
+    """Sets R's interrupt flag after `timeout` seconds unless the guarded block ended first."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self.fired = False
+        self._done = False
+        self._guard = threading.Lock()
+        self._timer = None if timeout is None else threading.Timer(timeout, self._fire)
+
+    def _fire(self) -> None:
+        from rpy2.rinterface_lib import openrlib
+
+        with self._guard:
+            if not self._done:
+                self.fired = True
+                openrlib.rlib.R_interrupts_pending = 1
+
+    def __enter__(self):
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from rpy2.rinterface_lib import openrlib
+
+        if self._timer is None:
+            return
+        self._timer.cancel()
+        with self._guard:
+            self._done = True
+            if self.fired:  # R may have finished before it polled the flag
+                openrlib.rlib.R_interrupts_pending = 0

@@ -1,0 +1,300 @@
+# The R side of glmm-crosscheck: glmer (lme4 1.1-31) fits, deviance functions and a glmmTMB
+# referee, returned as plain lists that crosscheck/rbridge.py converts to Python.
+#
+# Sourced by the bridge; also usable on its own:
+#   Rscript r_scripts/glmer.R --help
+#   Rscript r_scripts/glmer.R lme4 cbpp 'cbind(incidence, size - incidence) ~ period + (1 | herd)' binomial 1
+#   R> source("r_scripts/glmer.R"); str(cc_glmer_fit(lme4::cbpp, "<formula>", "binomial"))
+#
+# Every cc_*_fit / cc_devfun* function returns a record
+#   list(ok = TRUE/FALSE, error = <message or NULL>, warnings = <chr>, messages = <chr>, value = ...)
+# and never signals an error, warning or message itself. Formulas arrive as strings that the
+# Python side has validated; cc_formula still refuses anything that is not a single `~` call.
+
+suppressPackageStartupMessages({
+  library(Matrix)
+  library(lme4)
+})
+
+# --------------------------------------------------------------------------------------------
+# conditions as data
+
+# A fresh (copied) plain double vector that stays a vector in Python (lme4 updates some of its
+# vectors in place).
+cc_vec <- function(x) I(c(as.vector(x, "double")))
+
+cc_text <- function(cond) sub("\n$", "", conditionMessage(cond))
+
+# Evaluate `expr`; errors, warnings and messages become fields of the returned record.
+cc_capture <- function(expr) {
+  warnings <- character()
+  messages <- character()
+  on_warning <- function(w) {
+    warnings <<- c(warnings, cc_text(w))
+    invokeRestart("muffleWarning")
+  }
+  on_message <- function(m) {
+    messages <<- c(messages, cc_text(m))
+    invokeRestart("muffleMessage")
+  }
+  record <- function(ok, error, value)
+    list(ok = ok, error = error, warnings = I(warnings), messages = I(messages), value = value)
+  tryCatch({
+    value <- withCallingHandlers(expr, warning = on_warning, message = on_message)
+    record(TRUE, NULL, value)
+  }, error = function(e) record(FALSE, cc_text(e), NULL))
+}
+
+# Evaluate `expr` and note the texts of its warnings and messages, in order, letting them
+# propagate (to an enclosing cc_capture).
+cc_collect <- function(expr) {
+  texts <- character()
+  note <- function(cond) texts <<- c(texts, cc_text(cond))
+  value <- withCallingHandlers(expr, warning = note, message = note)
+  list(value = value, texts = texts)
+}
+
+# --------------------------------------------------------------------------------------------
+# model specification
+
+cc_families <- c("binomial", "poisson", "Gamma", "inverse.gaussian")
+
+cc_formula <- function(formula) {
+  stopifnot(is.character(formula), length(formula) == 1L)
+  expr <- str2lang(formula)
+  if (!is.call(expr) || !identical(expr[[1L]], as.name("~")) || length(expr) != 3L)
+    stop("not a two-sided formula: ", formula)
+  f <- eval(expr, baseenv())
+  environment(f) <- new.env(parent = globalenv())
+  f
+}
+
+cc_family <- function(family, link = NULL) {
+  if (!(family %in% cc_families)) stop("unsupported family: ", family)
+  fun <- get(family, envir = asNamespace("stats"), mode = "function")
+  if (is.null(link)) fun() else do.call(fun, list(link = link))
+}
+
+cc_column <- function(data, column, role) {
+  if (is.null(column)) return(NULL)
+  if (!(column %in% names(data))) stop(role, " column '", column, "' is not in the data")
+  as.name(column)
+}
+
+# The unevaluated call `fit(formula, data = data, family = family, <args>, weights = <col>,
+# offset = <col>)`; evaluated in an environment that binds only `data` and `family`.
+cc_model_call <- function(fit, data, formula, family, link, weights, offset, ...) {
+  cl <- as.call(c(list(fit, cc_formula(formula), data = quote(data), family = quote(family)),
+                  list(...)))
+  cl$weights <- cc_column(data, weights, "weights")
+  cl$offset <- cc_column(data, offset, "offset")
+  env <- list2env(list(data = data, family = cc_family(family, link)), parent = globalenv())
+  function() eval(cl, env)
+}
+
+cc_glmer_call <- function(data, formula, family, link, nAGQ, weights, offset, control, ...) {
+  ctrl <- do.call(lme4::glmerControl, as.list(control))
+  cc_model_call(quote(lme4::glmer), data, formula, family, link, weights, offset,
+                nAGQ = nAGQ, control = ctrl, ...)
+}
+
+# --------------------------------------------------------------------------------------------
+# glmer fits
+
+# -2 x saturated log-likelihood, the constant lme4 1.1-31 drops for nAGQ > 1 (spec §4.3); NA
+# where aic - deviance depends on mu (families with a dispersion parameter).
+cc_saturated <- function(m) {
+  if (!(family(m)$family %in% c("binomial", "poisson"))) return(NA_real_)
+  m@resp$aic() - sum(residuals(m, "deviance")^2)
+}
+
+cc_ranef <- function(m) {
+  lapply(ranef(m, condVar = TRUE), function(re) list(
+    levels = I(rownames(re)), terms = I(colnames(re)),
+    values = unname(as.matrix(re)), condvar = unname(attr(re, "postVar"))))
+}
+
+cc_optinfo <- function(m) {
+  oi <- m@optinfo
+  list(optimizer = oi$optimizer, feval = as.integer(oi$feval),
+       conv_opt = as.integer(oi$conv$opt), conv_lme4 = I(as.character(oi$conv$lme4$messages)),
+       optimizer_message = oi$message, optimizer_warnings = I(as.character(unlist(oi$warnings))),
+       derivs = if (!is.null(oi$derivs))
+         list(gradient = I(oi$derivs$gradient), Hessian = oi$derivs$Hessian))
+}
+
+# No optimizer failure in either stage and no convergence warning of checkConv.
+cc_converged <- function(m, texts) {
+  oi <- m@optinfo
+  oi$conv$opt == 0 && all(oi$conv$lme4$code == 0) &&
+    !any(startsWith(texts, "convergence code"))
+}
+
+cc_glmer_record <- function(m, texts) {
+  cmp <- m@devcomp$cmp
+  nAGQ <- as.integer(m@devcomp$dims[["nAGQ"]])
+  V <- cc_collect(as.matrix(vcov(m)))
+  rx <- cc_capture(sqrt(diag(as.matrix(vcov(m, use.hessian = FALSE)))))
+  texts <- c(texts, V$texts)
+  X <- getME(m, "X")
+  c(list(
+    fixef = fixef(m), theta = getME(m, "theta"),
+    minus2loglik = -2 * as.numeric(logLik(m)) + if (nAGQ > 1) cc_saturated(m) else 0,
+    objective = unname(cmp["dev"]), deviance = deviance(m),
+    se = sqrt(diag(V$value)), vcov = unname(V$value),
+    se_rx = rx$value, se_rx_warnings = rx$warnings,
+    ranef = cc_ranef(m), fitted = cc_vec(fitted(m)),
+    u = cc_vec(getME(m, "u")), b = cc_vec(getME(m, "b")),
+    converged = cc_converged(m, texts), messages = I(texts),
+    ldL2 = unname(cmp["ldL2"]), ussq = unname(cmp["ussq"]), drsum = unname(cmp["drsum"]),
+    wrss = unname(cmp["wrss"]), ldRX2 = unname(cmp["ldRX2"]), pwrss = unname(cmp["pwrss"]),
+    aic_resp = m@resp$aic(),
+    X = unname(X), X_names = I(colnames(X)), Zt = getME(m, "Zt"),
+    theta_lower = cc_vec(getME(m, "lower")), nAGQ = nAGQ, versions = cc_versions()),
+    cc_optinfo(m))
+}
+
+# Fit glmer; `weights` and `offset` name columns of `data`, `control` is a list of
+# glmerControl() arguments. Record value: see cc_glmer_record.
+cc_glmer_fit <- function(data, formula, family, link = NULL, nAGQ = 1L, weights = NULL,
+                         offset = NULL, control = NULL) {
+  cc_capture({
+    fit <- cc_glmer_call(data, formula, family, link, nAGQ, weights, offset, control)
+    m <- cc_collect(fit())
+    cc_glmer_record(m$value, m$texts)
+  })
+}
+
+# --------------------------------------------------------------------------------------------
+# deviance functions (spec §9)
+
+cc_devfuns <- new.env()
+cc_devfun_id <- local({
+  n <- 0L
+  function() sprintf("devfun%d", n <<- n + 1L)
+})
+
+# Build glmer(..., devFunOnly = TRUE) and register it. Record value: id, nAGQ, lp0, start (the
+# stage-2 start c(theta, delb) for nAGQ >= 1, the initial theta for nAGQ = 0), xst (NM steps,
+# nAGQ >= 1 only), lower, X_names; all read before any evaluation.
+cc_devfun <- function(data, formula, family, link = NULL, nAGQ = 1L, weights = NULL,
+                      offset = NULL, control = NULL) {
+  cc_capture({
+    f <- cc_glmer_call(data, formula, family, link, nAGQ, weights, offset, control,
+                       devFunOnly = TRUE)()
+    rho <- environment(f)
+    id <- cc_devfun_id()
+    assign(id, f, envir = cc_devfuns)
+    nth <- length(rho$pp$theta)
+    stage2 <- nAGQ > 0
+    list(id = id, nAGQ = as.integer(nAGQ), lp0 = cc_vec(rho$lp0),
+         start = cc_vec(if (stage2) c(rho$pp$theta, rho$pp$delb) else rho$pp$theta),
+         xst = if (stage2) cc_vec(0.2 * c(rep(0.1, nth), pmin(sqrt(diag(rho$pp$unsc())), 10))),
+         lower = cc_vec(rho$lower), X_names = I(colnames(rho$pp$X)))
+  })
+}
+
+cc_devfun_get <- function(id) {
+  if (!exists(id, envir = cc_devfuns, inherits = FALSE))
+    stop("no deviance function '", id, "'")
+  get(id, envir = cc_devfuns)
+}
+
+# State after one evaluation (spec §4.4); every vector is copied, as lme4 updates them in place.
+cc_devfun_state <- function(rho, value) {
+  pp <- rho$pp
+  resp <- rho$resp
+  list(value = value, u = cc_vec(pp$u(1)), b = cc_vec(pp$b(1)), mu = cc_vec(resp$mu),
+       eta = cc_vec(resp$eta), ldL2 = pp$ldL2(), ussq = pp$sqrL(1), aic = resp$aic(),
+       drsum = resp$resDev(), wrss = resp$wrss(), beta = cc_vec(pp$delb), unsc = pp$unsc())
+}
+
+# Evaluate deviance function `id` at each row of `pars` (a matrix, or a vector for one point);
+# value: one record per row whose value is cc_devfun_state.
+cc_devfun_eval <- function(id, pars) {
+  cc_capture({
+    f <- cc_devfun_get(id)
+    pars <- if (is.null(dim(pars))) matrix(pars, nrow = 1L) else pars
+    lapply(seq_len(nrow(pars)), function(i)
+      cc_capture(cc_devfun_state(environment(f), f(pars[i, ]))))
+  })
+}
+
+cc_devfun_drop <- function(id) {
+  cc_capture({
+    cc_devfun_get(id)
+    rm(list = id, envir = cc_devfuns)
+    TRUE
+  })
+}
+
+# --------------------------------------------------------------------------------------------
+# glmmTMB referee (Laplace)
+
+# lme4's theta for one term: the lower-triangular Cholesky factor of the covariance matrix,
+# column-wise (relative to sigma = 1: binomial and Poisson only), named as lme4 names it.
+cc_tmb_theta <- function(Sigma, group) {
+  L <- t(chol(Sigma))
+  nm <- colnames(Sigma)
+  idx <- which(lower.tri(L, diag = TRUE), arr.ind = TRUE)
+  names <- ifelse(idx[, 1] == idx[, 2], paste(group, nm[idx[, 1]], sep = "."),
+                  paste(group, nm[idx[, 1]], nm[idx[, 2]], sep = "."))
+  setNames(L[idx], names)
+}
+
+cc_glmmtmb_record <- function(m, texts) {
+  V <- vcov(m)$cond
+  vc <- glmmTMB::VarCorr(m)$cond
+  list(fixef = glmmTMB::fixef(m)$cond,
+       theta = unlist(unname(Map(cc_tmb_theta, vc, names(vc)))),
+       minus2loglik = -2 * as.numeric(logLik(m)), se = sqrt(diag(V)), vcov = unname(V),
+       fitted = cc_vec(fitted(m)),
+       converged = m$fit$convergence == 0 && isTRUE(m$sdr$pdHess),
+       messages = I(texts), optimizer = "nlminb", feval = as.integer(m$fit$evaluations[[1]]),
+       nAGQ = 1L, versions = cc_versions())
+}
+
+cc_glmmtmb_fit <- function(data, formula, family, link = NULL, weights = NULL, offset = NULL) {
+  cc_capture({
+    if (!requireNamespace("glmmTMB", quietly = TRUE)) stop("glmmTMB is not installed")
+    fit <- cc_model_call(quote(glmmTMB::glmmTMB), data, formula, family, link, weights, offset)
+    m <- cc_collect(fit())
+    cc_glmmtmb_record(m$value, m$texts)
+  })
+}
+
+# --------------------------------------------------------------------------------------------
+# data sets and versions
+
+cc_is_name <- function(x) is.character(x) && length(x) == 1L && make.names(x) == x
+
+# Data set `name` of installed package `pkg`, as a data.frame.
+cc_dataset <- function(pkg, name) {
+  if (!cc_is_name(pkg) || !cc_is_name(name)) stop("not a package/data set name: ", pkg, "::", name)
+  env <- new.env()
+  utils::data(list = name, package = pkg, envir = env)
+  if (!exists(name, envir = env, inherits = FALSE)) stop("no data set ", pkg, "::", name)
+  as.data.frame(get(name, envir = env))
+}
+
+cc_versions <- function() {
+  pkgs <- c("lme4", "Matrix", "minqa", "glmmTMB")
+  pkgs <- pkgs[nzchar(vapply(pkgs, function(p) system.file(package = p), ""))]
+  c(R = paste(R.version$major, R.version$minor, sep = "."),
+    vapply(pkgs, function(p) utils::packageDescription(p, fields = "Version"), ""))
+}
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+cc_main <- function(args) {
+  if (length(args) < 4L || args[1L] %in% c("-h", "--help")) {
+    cat("usage: Rscript glmer.R <pkg> <dataset> <formula> <family> [nAGQ]\n",
+        "fits glmer and prints the record that cc_glmer_fit returns\n", sep = "")
+    return(invisible())
+  }
+  nAGQ <- if (length(args) >= 5L) as.integer(args[5L]) else 1L
+  str(cc_glmer_fit(cc_dataset(args[1L], args[2L]), args[3L], args[4L], nAGQ = nAGQ))
+}
+
+if (sys.nframe() == 0L) cc_main(commandArgs(trailingOnly = TRUE))
