@@ -135,10 +135,11 @@ class Family:
         raise NotImplementedError
 
     def saturated_aic(self, y: Array, n: Array, pw: Array) -> float:
-        """`aic(mu = y) - resDev(mu = y)`: −2 × the saturated log-likelihood, the constant
-        between lme4's nAGQ>1 scale and the absolute scale (§4.3)."""
-        dev = float(np.sum(self.devresid(y, y, pw)))
-        return self.aic(y, n, y, pw, dev) - dev
+        """−2 × the saturated log-likelihood, `aic(mu = y)`: the constant between lme4's nAGQ>1
+        scale and the absolute scale (§4.3). μ-dependent (NaN) for families with a scale."""
+        if self.has_scale:
+            return float("nan")
+        return self.aic(y, n, y, pw, 0.0)
 
 
 def _single_column(response, family: str) -> Array:

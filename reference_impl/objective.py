@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from .errors import ModelError
 from .ghrule import ghrule
-from .pirls import PirlsResult, pirls
+from .pirls import TOL_PWRSS, PirlsResult, pirls
 
 SQRT_2PI = np.sqrt(2.0 * np.pi)
 
@@ -62,13 +62,14 @@ class DevianceFunction:
     `f.last` holds the state of the most recent evaluation; `f.lp0` the restart point.
     """
 
-    def __init__(self, model, nAGQ: int, lp0: np.ndarray, mode: str = "lme4"):
+    def __init__(self, model, nAGQ: int, lp0: np.ndarray, mode: str = "lme4", tol: float = TOL_PWRSS):
         if mode not in ("lme4", "exact"):
             raise ModelError(f"mode must be 'lme4' or 'exact', not {mode!r}")
         if nAGQ > 1:
             check_agq(model, nAGQ)
         self.model, self.nAGQ, self.mode = model, int(nAGQ), mode
         self.lp0 = np.asarray(lp0, float)
+        self.tol = tol
         self.nth = model.nth
         self.npar = self.nth + (model.p if nAGQ > 0 else 0)
         self.lower = np.concatenate([model.lower, np.full(self.npar - self.nth, -np.inf)])
@@ -86,12 +87,14 @@ class DevianceFunction:
         theta = pars[:self.nth]
         eta = m.offset + self.lp0
         if self.nAGQ == 0:
-            res = pirls(m, theta, eta, m.offset, self._u, self._beta, u_only=False, mode=self.mode)
+            res = pirls(m, theta, eta, m.offset, self._u, self._beta, u_only=False,
+                        mode=self.mode, tol=self.tol)
             beta = res.beta
             self._beta = res.beta
         else:
             beta = pars[self.nth:]
-            res = pirls(m, theta, eta, m.offset + m.X @ beta, self._u, self._beta, u_only=True, mode=self.mode)
+            res = pirls(m, theta, eta, m.offset + m.X @ beta, self._u, self._beta, u_only=True,
+                        mode=self.mode, tol=self.tol)
         self._u = res.u
         aic = m.family.aic(m.response.y, m.response.n, res.mu, m.response.pw, res.drsum)
         if self.nAGQ <= 1:
@@ -146,10 +149,10 @@ def check_agq(model, nAGQ: int) -> None:
                          f"{[t.nc for t in model.design.reterms]} column(s))")
 
 
-def initial_lp0(model, mode: str = "lme4") -> tuple[np.ndarray, PirlsResult]:
+def initial_lp0(model, mode: str = "lme4", tol: float = TOL_PWRSS) -> tuple[np.ndarray, PirlsResult]:
     """Joint PIRLS at the initial theta from `eta0 = offset + linkfun(mustart)` (§5.2 step 2);
     `lp0 = Xβ + ZΛu` of its result."""
     theta = model.theta0
     res = pirls(model, theta, model.eta0, model.offset, np.zeros(model.q), np.zeros(model.p),
-                u_only=False, mode=mode)
+                u_only=False, mode=mode, tol=tol)
     return model.X @ res.beta + model.Zb(theta, res.u), res

@@ -1,0 +1,363 @@
+"""`glmer()`: glmer's two-stage fit and every quantity it reports (spec §5–§7).
+
+lme4 mode: stage 1 BOBYQA on theta for the nAGQ=0 objective, stage 2 lme4's Nelder–Mead on
+c(theta, beta) from the stage-1 optimum (§5.2), `deriv12`, a final evaluation at the optimum,
+`check.boundary`, `checkConv` and the reported quantities from the final state.
+exact mode: the same objectives with converged PIRLS, minimized to a tight optimum.
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy
+import scipy.linalg as la
+from scipy import optimize
+
+from .bobyqa import bobyqa
+from .convergence import BOUNDARY_TOL, check_boundary, check_conv
+from .deriv import deriv12
+from .errors import ModelError
+from .model import Model, make_model
+from .nelder_mead import nelder_mead
+from .objective import DevianceFunction, check_agq, initial_lp0
+from .pirls import TOL_PWRSS
+
+MODES = ("lme4", "exact")
+VCOV_FALLBACK = ("variance-covariance matrix computed from finite-difference Hessian is\n"
+                 "not positive definite or contains NA values: falling back to var-cov estimated from RX")
+
+
+@dataclass
+class StageSummary:
+    """One optimizer run: what was called, how it ended (MixedModels.jl's OptSummary)."""
+
+    optimizer: str
+    start: list[float]
+    par: list[float]
+    fval: float
+    feval: int
+    code: int
+    message: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptSummary:
+    stages: list[StageSummary] = field(default_factory=list)
+    gradient: list[float] | None = None
+    hessian: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)        # optimizer warnings (optwrap)
+    conv_messages: list[str] = field(default_factory=list)   # checkConv
+
+    @property
+    def feval(self) -> int:
+        return self.stages[-1].feval if self.stages else 0
+
+
+@dataclass
+class GlmerFit:
+    """A fitted GLMM; field names shared with the R side (docs/architecture.md)."""
+
+    formula: str
+    family: str
+    link: str
+    nAGQ: int
+    mode: str
+    fixef: dict[str, float]
+    theta: list[float]
+    theta_names: list[str]
+    minus2loglik: float          # absolute scale: −2 × full log-likelihood, every nAGQ
+    objective: float             # lme4's raw deviance-function value at the optimum
+    deviance: float              # Σ deviance residuals (lme4's deviance())
+    se: dict[str, float]
+    vcov: np.ndarray
+    se_rx: dict[str, float]
+    ranef: dict[str, pd.DataFrame]
+    condvar: dict[str, np.ndarray]
+    fitted: np.ndarray
+    u: np.ndarray
+    ldL2: float
+    ldRX2: float
+    ussq: float
+    drsum: float
+    wrss: float
+    aic_resp: float
+    saturated: float             # −2 log L of the saturated model (§4.3 constant)
+    nobs: int
+    df: int
+    converged: bool
+    messages: list[str]
+    optinfo: OptSummary
+    versions: dict[str, str]
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.minus2loglik
+
+    @property
+    def aic(self) -> float:
+        return self.minus2loglik + 2 * self.df
+
+    @property
+    def bic(self) -> float:
+        return self.minus2loglik + np.log(self.nobs) * self.df
+
+    @property
+    def feval(self) -> int:
+        return self.optinfo.feval
+
+    @property
+    def optimizer(self) -> str:
+        return self.optinfo.stages[-1].optimizer if self.optinfo.stages else ""
+
+
+@dataclass(frozen=True)
+class Control:
+    """The glmerControl settings the reference honours (R names in `from_dict`)."""
+
+    maxfun: int = 10000
+    tolPwrss: float = TOL_PWRSS
+    calc_derivs: bool = True
+    boundary_tol: float = BOUNDARY_TOL
+    optCtrl: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, control: dict | None) -> "Control":
+        control = dict(control or {})
+        opt = dict(control.pop("optCtrl", {}) or {})
+        known = {"tolPwrss": "tolPwrss", "calc.derivs": "calc_derivs", "boundary.tol": "boundary_tol"}
+        kw = {}
+        for key, value in control.items():
+            if key not in known:
+                raise ModelError(f"unsupported control setting '{key}' (supported: optCtrl, {', '.join(known)})")
+            kw[known[key]] = value
+        unknown = set(opt) - {"maxfun", "xst", "xt", "rhobeg", "rhoend"}
+        if unknown:
+            raise ModelError(f"unsupported optCtrl setting(s): {', '.join(sorted(unknown))}")
+        return cls(maxfun=int(opt.get("maxfun", 10000)), optCtrl=opt, **kw)
+
+
+def versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__}
+
+
+# --------------------------------------------------------------------------------------------------
+def devfun(formula, data, family="binomial", link=None, nAGQ=1, weights=None, offset=None,
+           mode="lme4", control=None, lp0=None) -> DevianceFunction:
+    """The objective of `glmer(..., devFunOnly=TRUE)` (§9): for nAGQ=0 before stage 1, for
+    nAGQ≥1 after it (its `lp0` holds the stage-1 optimum). `lp0=` replaces that restart point,
+    to evaluate at another implementation's state. The result carries `start` and `xst` (§9)."""
+    _check_mode(mode)
+    model = make_model(formula, data, family, link, weights, offset)
+    ctrl = Control.from_dict(control)
+    if nAGQ > 0 and lp0 is None:
+        f0, _ = _stage1(model, ctrl, mode, nAGQ)
+        f = _stage2_devfun(model, f0, nAGQ, mode, ctrl)
+    else:
+        f = DevianceFunction(model, nAGQ, lp0 if lp0 is not None else initial_lp0(model, mode, ctrl.tolPwrss)[0],
+                             mode, ctrl.tolPwrss)
+    return f
+
+
+def glmer(formula, data, family="binomial", link=None, nAGQ=1, weights=None, offset=None,
+          mode="lme4", control=None) -> GlmerFit:
+    """Fit a GLMM as lme4 1.1-31's `glmer` does (`mode="lme4"`), or to the exact optimum of the
+    same objective (`mode="exact"`)."""
+    _check_mode(mode)
+    if not isinstance(nAGQ, (int, np.integer)) or isinstance(nAGQ, bool) or nAGQ < 0:
+        raise ModelError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")
+    ctrl = Control.from_dict(control)
+    model = make_model(formula, data, family, link, weights, offset)
+    if nAGQ > 1:
+        check_agq(model, nAGQ)                                 # lme4 refuses before any work
+    f0, opt = _stage1(model, ctrl, mode, nAGQ)
+    if nAGQ == 0:
+        f, par = f0, np.asarray(opt.stages[0].par)
+        if mode == "exact":
+            par = _polish(f, par, opt)
+    else:
+        f = _stage2_devfun(model, f0, nAGQ, mode, ctrl)
+        par = _stage2(f, f0, ctrl, mode, opt)
+    conv, warn = check_conv(None if opt.gradient is None else np.asarray(opt.gradient), opt.hessian,
+                            par, f.lower)
+    opt.conv_messages = conv
+    return _report(model, f, par, opt, mode, nAGQ, converged=not warn and all(s.code == 0 for s in opt.stages)
+                   and not opt.warnings)
+
+
+def _check_mode(mode):
+    if mode not in MODES:
+        raise ModelError(f"mode must be one of {MODES}, not {mode!r}")
+
+
+def _stage1(model: Model, ctrl: Control, mode: str, nAGQ: int) -> tuple[DevianceFunction, OptSummary]:
+    """§5.2 steps 2–3: initial joint PIRLS, then BOBYQA on theta; the state is left at the optimum."""
+    lp0, _ = initial_lp0(model, mode, ctrl.tolPwrss)
+    f0 = DevianceFunction(model, 0, lp0, mode, ctrl.tolPwrss)
+    start = model.theta0
+    settings = {k: ctrl.optCtrl[k] for k in ("rhobeg", "rhoend") if k in ctrl.optCtrl}
+    res = bobyqa(f0, start, model.lower, np.full(model.nth, np.inf), maxfun=ctrl.maxfun, **settings)
+    opt = OptSummary()
+    if res.code != 0:
+        opt.warnings.append(f"convergence code {res.code} from bobyqa: {res.message}")
+    par, fval = np.asarray(res.par, float), float(res.fval)
+    f0(par)                                           # optwrap: fn(opt$par)
+    if nAGQ == 0 and ctrl.boundary_tol > 0:
+        par, fval = check_boundary(f0, par, fval, model.nth, ctrl.boundary_tol)
+    opt.stages.append(StageSummary("bobyqa", list(start), list(par), fval, res.feval, res.code, res.message, settings))
+    return f0, opt
+
+
+def _stage2_devfun(model: Model, f0: DevianceFunction, nAGQ: int, mode: str, ctrl: Control) -> DevianceFunction:
+    """`updateGlmerDevfun` (§5.2 step 4): lp0 = the final stage-1 linear predictor; the stage-2
+    start and Nelder–Mead steps come from that same state (§5.3, §9)."""
+    f = DevianceFunction(model, nAGQ, f0.linpred(), mode, ctrl.tolPwrss)
+    f.start = np.concatenate([f0.last.pars, f0.last.beta])
+    xst = 0.2 * np.concatenate([np.full(model.nth, 0.1), np.minimum(np.sqrt(np.diag(f0.unsc())), 10.0)])
+    f.xst = np.asarray(ctrl.optCtrl.get("xst", xst), float)
+    f.xt = np.asarray(ctrl.optCtrl.get("xt", f.xst * 5e-4), float)
+    return f
+
+
+def _stage2(f: DevianceFunction, f0: DevianceFunction, ctrl: Control, mode: str, opt: OptSummary) -> np.ndarray:
+    """§5.2 step 5 / §5.3: Nelder–Mead, deriv12, fn(opt$par), check.boundary."""
+    upper = np.full(f.npar, np.inf)
+    res = nelder_mead(f, f.start, f.lower, upper, xst=f.xst, xt=f.xt, maxfun=ctrl.maxfun)
+    if res.code == 4:
+        opt.warnings.append(f"convergence code 4 from Nelder_Mead: {res.message}")
+    opt.stages.append(StageSummary("Nelder_Mead", list(f.start), list(res.par), float(res.fval), res.feval,
+                                   res.code if res.code == 4 else 0, res.message,
+                                   {"xst": list(f.xst), "xt": list(f.xt)}))
+    par = np.asarray(res.par, float)
+    if mode == "exact":
+        par = _polish(f, par, opt)
+    if ctrl.calc_derivs:
+        g, H = deriv12(f, par)
+        opt.gradient, opt.hessian = list(g), H
+    f(par)
+    if ctrl.boundary_tol > 0:
+        par, fval = check_boundary(f, par, opt.stages[-1].fval, f.nth, ctrl.boundary_tol)
+        opt.stages[-1].par, opt.stages[-1].fval = list(par), fval
+    return par
+
+
+def _polish(f: DevianceFunction, par: np.ndarray, opt: OptSummary) -> np.ndarray:
+    """exact mode: L-BFGS-B with central-difference gradients from the lme4-path optimum.
+
+    The exact objective is smooth (converged PIRLS), so a quasi-Newton method reaches a tight
+    optimum; the result is kept only if it does not raise the objective."""
+    lower = np.where(np.isfinite(f.lower), f.lower, -np.inf)
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+
+    def grad(x):
+        h = 1e-6 * np.maximum(1.0, np.abs(x))
+        g = np.empty_like(x)
+        for j in range(x.size):
+            up, dn = x.copy(), x.copy()
+            up[j] += h[j]
+            if x[j] - h[j] < lower[j]:
+                g[j] = (f(up) - f(x)) / h[j]
+                continue
+            dn[j] -= h[j]
+            g[j] = (f(up) - f(dn)) / (2 * h[j])
+        return g
+
+    f_start = f(par)
+    res = optimize.minimize(f, par, jac=grad, method="L-BFGS-B", bounds=bounds,
+                            options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 1000})
+    better = res.fun <= f_start
+    x = np.asarray(res.x if better else par, float)
+    opt.stages.append(StageSummary("L-BFGS-B", list(par), list(x), float(min(res.fun, f_start)), int(res.nfev),
+                                   0 if res.success else 1, str(res.message), {"ftol": 1e-15, "gtol": 1e-9}))
+    f(x)
+    return x
+
+
+# --------------------------------------------------------------------------------------------------
+def _report(model: Model, f: DevianceFunction, par: np.ndarray, opt: OptSummary, mode: str,
+            nAGQ: int, converged: bool) -> GlmerFit:
+    """mkMerMod and its methods (§7), from the final evaluation at `par`."""
+    ev = f.last if np.array_equal(f.last.pars, par) else (f(par), f.last)[1]
+    d, resp, fam = model.design, model.response, model.family
+    nth = model.nth
+    beta = ev.beta if nAGQ == 0 else par[nth:]
+    saturated = fam.saturated_aic(resp.y, resp.n, resp.pw)
+    value = ev.value
+    minus2 = value + saturated if nAGQ > 1 else value
+    decomp = ev.pirls.decomp
+    sigma2 = _sigma2(model, ev) if fam.has_scale else 1.0
+    V_rx = sigma2 * decomp.unsc()
+    messages = list(model.messages) + list(model.warnings) + list(opt.warnings) + list(opt.conv_messages)
+    V = V_rx
+    if opt.hessian is not None and len(opt.hessian) > nth:
+        V, ok = _vcov_hessian(opt.hessian, nth)
+        if not ok:
+            messages.append(VCOV_FALLBACK)
+            V = V_rx
+    names = list(d.X_names)
+    ranef, condvar = _ranef(model, par[:nth], ev)
+    wrss = float(np.sum(resp.pw / fam.variance(ev.mu) * (resp.y - ev.mu) ** 2))
+    return GlmerFit(
+        formula=str(d.formula.to_r()) if hasattr(d.formula, "to_r") else str(d.formula),
+        family=fam.name, link=fam.link.name, nAGQ=nAGQ, mode=mode,
+        fixef=dict(zip(names, map(float, beta))), theta=list(map(float, par[:nth])),
+        theta_names=list(d.theta_names), minus2loglik=float(minus2), objective=float(value),
+        deviance=float(ev.drsum),
+        se=dict(zip(names, map(float, np.sqrt(np.diag(V))))), vcov=V,
+        se_rx=dict(zip(names, map(float, np.sqrt(np.diag(V_rx))))),
+        ranef=ranef, condvar=condvar, fitted=ev.mu.copy(), u=ev.u.copy(),
+        ldL2=float(ev.ldL2), ldRX2=float(decomp.ldRX2), ussq=float(ev.ussq), drsum=float(ev.drsum),
+        wrss=wrss, aic_resp=float(ev.aic), saturated=float(saturated), nobs=model.N,
+        df=model.p + nth + int(fam.has_scale), converged=converged, messages=messages,
+        optinfo=opt, versions=versions())
+
+
+def _sigma2(model: Model, ev) -> float:
+    """sigmaML² = pwrss / n for families with a scale parameter (§7)."""
+    fam, resp = model.family, model.response
+    wrss = float(np.sum(resp.pw / fam.variance(ev.mu) * (resp.y - ev.mu) ** 2))
+    return (wrss + ev.ussq) / model.N
+
+
+def _vcov_hessian(H: np.ndarray, nth: int) -> tuple[np.ndarray, bool]:
+    """`vcov.merMod` with the Hessian: `(h + h')[β, β]`, h = H⁻¹ (§7)."""
+    try:
+        h = la.solve(H, np.eye(len(H)))
+    except (la.LinAlgError, ValueError):
+        return np.full((len(H) - nth,) * 2, np.nan), False
+    V = (h + h.T)[nth:, nth:]
+    ok = bool(np.all(np.isfinite(V)) and la.eigvalsh(V).min() > 0)
+    return V, ok
+
+
+def _ranef(model: Model, theta: np.ndarray, ev) -> tuple[dict, dict]:
+    """b = Λû by term, level × column, and condVar faces `Λ_j A⁻¹ Λ_j'` (§7)."""
+    d = model.design
+    Lambdat = d.Lambdat(theta)
+    b = Lambdat.T @ ev.u
+    L = ev.pirls.decomp.L
+    if model.scalar_single:
+        Ainv_diag = 1.0 / L.Ldiag ** 2
+        t = d.reterms[0]
+        return ({t.group: pd.DataFrame({t.cnms[0]: b}, index=list(t.levels))},
+                {t.group: (theta[0] ** 2 * Ainv_diag).reshape(1, 1, -1)})
+    Ainv = L.solve_A(np.eye(model.q))
+    Lam = Lambdat.T.toarray()
+    C = Lam @ Ainv @ Lam.T
+    ranef, condvar = {}, {}
+    for i, t in enumerate(d.reterms):
+        lo = d.Gp[i]
+        block = b[lo:lo + t.nl * t.nc].reshape(t.nl, t.nc)
+        faces = np.stack([C[lo + j * t.nc: lo + (j + 1) * t.nc, lo + j * t.nc: lo + (j + 1) * t.nc]
+                          for j in range(t.nl)], axis=2)
+        frame = pd.DataFrame(block, index=list(t.levels), columns=list(t.cnms))
+        if t.group in ranef:                      # several terms of one factor share a data.frame
+            ranef[t.group] = pd.concat([ranef[t.group], frame], axis=1)
+            condvar[f"{t.group}.{i}"] = faces
+        else:
+            ranef[t.group], condvar[t.group] = frame, faces
+    return ranef, condvar
