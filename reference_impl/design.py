@@ -1,0 +1,315 @@
+"""Formula + data → the matrices of a GLMM, as lme4's `glFormula` builds them (spec §1, §2.1).
+
+X: R's `model.matrix` (terms by degree, treatment contrasts unless a lower-order term is missing,
+interaction columns with the first variable varying fastest), then lme4's rank check (§1.4).
+Zt: one level-major KhatriRao block per random term, terms reordered by decreasing number of
+levels with lme4's tie quirk (§1.1); Λ(θ) from the column-major lower triangles (§1.2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .errors import ModelError
+from .formula import Formula, Node, RandomTerm, Term, evaluate, parse_formula
+
+RANK_TOL = 1e-7
+
+
+@dataclass(frozen=True)
+class Response:
+    kind: str                      # numeric | logical | factor | cbind
+    y: np.ndarray | None = None
+    successes: np.ndarray | None = None
+    failures: np.ndarray | None = None
+    levels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReTerm:
+    group: str
+    levels: tuple[str, ...]
+    cnms: tuple[str, ...]
+    codes: np.ndarray = field(repr=False)
+    mm: np.ndarray = field(repr=False)
+
+    @property
+    def nc(self) -> int:
+        return len(self.cnms)
+
+    @property
+    def nl(self) -> int:
+        return len(self.levels)
+
+
+@dataclass
+class Design:
+    formula: Formula
+    response: Response
+    X: np.ndarray
+    X_names: list[str]
+    X_dropped: list[str]
+    offset: np.ndarray
+    prior_weights: np.ndarray
+    Zt: sp.csc_matrix
+    reterms: list[ReTerm]
+    Gp: np.ndarray
+    theta0: np.ndarray
+    lower: np.ndarray
+    theta_names: list[str]
+    messages: list[str]
+    warnings: list[str]
+
+    @property
+    def N(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def q(self) -> int:
+        return self.Zt.shape[0]
+
+    @property
+    def factor_codes(self) -> list[np.ndarray]:
+        return [t.codes for t in self.reterms]
+
+    def Lambdat(self, theta) -> sp.csc_matrix:
+        """Λ(θ)' = blockdiag(I_nl ⊗ T_i)', T_i filled column-major from theta (§1.2)."""
+        theta = np.asarray(theta, float)
+        blocks, k = [], 0
+        for t in self.reterms:
+            T = np.zeros((t.nc, t.nc))
+            for j in range(t.nc):
+                for i in range(j, t.nc):
+                    T[i, j] = theta[k]
+                    k += 1
+            blocks.append(sp.kron(sp.identity(t.nl), sp.csc_matrix(T.T)))
+        return sp.block_diag(blocks, format="csc")
+
+
+# ---------------------------------------------------------------------------------------------
+def build_design(formula, data: pd.DataFrame, weights=None, offset=None) -> Design:
+    f = parse_formula(formula)
+    if not isinstance(data, pd.DataFrame):
+        raise ModelError("data must be a pandas DataFrame")
+    N = len(data)
+    if N == 0:
+        raise ModelError("the data frame has no rows")
+    used = f.columns() | ({weights} if isinstance(weights, str) else set()) | ({offset} if isinstance(offset, str) else set())
+    _check_columns(data, used)
+    messages, warnings = [], []
+
+    response = _response(f.response, data)
+    X_full, names = _model_matrix(f.intercept, _ordered_terms(f), data)
+    X, names, dropped = _drop_rank_deficient(X_full, names)
+    if dropped:
+        k = len(dropped)
+        messages.append(f"fixed-effect model matrix is rank deficient so dropping {k} "
+                        + ("column / coefficient" if k == 1 else "columns / coefficients"))
+    if _bad_scales(X):
+        warnings.append("Some predictor variables are on very different scales: consider rescaling")
+
+    off = np.zeros(N)
+    for o in f.offsets:
+        off = off + evaluate(o, data)
+    if offset is not None:
+        off = off + _vector_arg(offset, data, N, "offset")
+    pw = np.ones(N) if weights is None else _vector_arg(weights, data, N, "weights")
+    bad = np.flatnonzero(pw < 0)
+    if bad.size:
+        raise ModelError(f"negative weights not allowed: weights row {bad[0]} is {pw[bad[0]]:g}")
+
+    reterms = [_reterm(r, data) for r in f.random]
+    if not reterms:
+        raise ModelError("no random effects terms specified in formula (add a term like (1 | group))")
+    nl = np.array([t.nl for t in reterms])
+    if np.any(np.diff(nl) > 0):
+        order = np.argsort(nl, kind="stable")[::-1]       # rev(order(nl)): ties reversed (§1.1)
+        reterms = [reterms[i] for i in order]
+    for t in reterms:
+        if t.nl < 2:
+            raise ModelError(f"grouping factor '{t.group}' has only {t.nl} level; glmer needs > 1 "
+                             "(lme4: grouping factors must have > 1 sampled level)")
+        if t.nl >= N:
+            raise ModelError(f"number of levels of each grouping factor must be < number of observations "
+                             f"(problems: {t.group}: {t.nl} levels, {N} observations)")
+        if t.nl * t.nc >= N:
+            raise ModelError(f"number of observations (={N}) <= number of random effects (={t.nl * t.nc}) "
+                             f"for term ({' + '.join(t.cnms)} | {t.group})")
+    Zt = sp.vstack([_zt_block(t) for t in reterms], format="csc")
+    Gp = np.concatenate([[0], np.cumsum([t.nl * t.nc for t in reterms])])
+    theta0, lower, tnames = [], [], []
+    for t in reterms:
+        for j in range(t.nc):
+            for i in range(j, t.nc):
+                theta0.append(1.0 if i == j else 0.0)
+                lower.append(0.0 if i == j else -np.inf)
+                tnames.append(f"{t.group}.{t.cnms[i]}" if i == j else f"{t.group}.{t.cnms[i]}.{t.cnms[j]}")
+    return Design(f, response, X, names, dropped, off, pw, Zt, reterms, Gp, np.array(theta0),
+                  np.array(lower), tnames, messages, warnings)
+
+
+def _check_columns(data: pd.DataFrame, used: set[str]) -> None:
+    for col in sorted(used):
+        if col not in data.columns:
+            raise ModelError(f"column {col!r} is not in the data (columns: {', '.join(map(str, data.columns))})")
+        s = data[col]
+        missing = s.isna().to_numpy()
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            missing |= ~np.isfinite(s.to_numpy(dtype=float, na_value=np.nan))
+        if missing.any():
+            row = int(np.flatnonzero(missing)[0])
+            raise ModelError(f"column {col!r} has a missing or infinite value at row {row}; "
+                             "remove or impute such rows first (lme4 would silently drop NA rows)")
+
+
+def _vector_arg(arg, data, N, what) -> np.ndarray:
+    v = data[arg].to_numpy(dtype=float) if isinstance(arg, str) else np.asarray(arg, float)
+    if v.shape != (N,):
+        raise ModelError(f"{what} must have one value per row ({N}), not shape {v.shape}")
+    bad = np.flatnonzero(~np.isfinite(v))
+    if bad.size:
+        raise ModelError(f"{what} has a missing or infinite value at row {bad[0]}")
+    return v
+
+
+def _is_categorical(s: pd.Series) -> bool:
+    return not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+
+
+def _levels(s: pd.Series) -> tuple[list[str], np.ndarray]:
+    """R's factor(): categories in order (unused dropped), else sorted unique values."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = s.cat.remove_unused_categories()
+        return [str(c) for c in cats.cat.categories], cats.cat.codes.to_numpy().astype(np.intp)
+    values = s.to_numpy()
+    uniq, codes = np.unique(values, return_inverse=True)
+    if pd.api.types.is_bool_dtype(s):
+        names = ["FALSE" if not u else "TRUE" for u in uniq]
+    elif pd.api.types.is_numeric_dtype(s):
+        names = [f"{u:.15g}" for u in uniq]
+    else:
+        names = [str(u) for u in uniq]
+    return names, codes.astype(np.intp)
+
+
+def _response(node: Node, data: pd.DataFrame) -> Response:
+    if node.op == "call":                                    # cbind(successes, failures)
+        return Response("cbind", successes=evaluate(node.args[1], data), failures=evaluate(node.args[2], data))
+    s = data[node.value]
+    if pd.api.types.is_bool_dtype(s):
+        return Response("logical", y=s.to_numpy(dtype=float))
+    if _is_categorical(s):
+        levels, codes = _levels(s)
+        if len(levels) > 2:
+            raise ModelError(f"response {node.value!r} is a factor with {len(levels)} levels; "
+                             "binomial needs two (or 0/1, logical, a proportion with weights)")
+        return Response("factor", y=(codes != 0).astype(float), levels=tuple(levels))
+    return Response("numeric", y=s.to_numpy(dtype=float))
+
+
+# ---- X --------------------------------------------------------------------------------------
+def _ordered_terms(f: Formula) -> list[Term]:
+    """R's terms(): variables in order of first appearance, terms by degree then formula order."""
+    order: dict[str, int] = {}
+    for t in f.terms:
+        for v in t.variables:
+            order.setdefault(v.deparse(), len(order))
+    terms = [Term(tuple(sorted(t.variables, key=lambda v: order[v.deparse()]))) for t in f.terms]
+    return sorted(terms, key=lambda t: len(t.variables))
+
+
+def _columns_of(var: Node, data: pd.DataFrame, full: bool):
+    """(names, matrix) of one variable: numeric → itself; factor → contrasts or indicators."""
+    if var.op == "name" and _is_categorical(data[var.value]):
+        levels, codes = _levels(data[var.value])
+        keep = levels if full else levels[1:]
+        offset = 0 if full else 1
+        M = (codes[:, None] == (np.arange(len(keep)) + offset)[None, :]).astype(float)
+        return [f"{var.value}{lv}" for lv in keep], M
+    return [var.deparse()], evaluate(var, data)[:, None]
+
+
+def _model_matrix(intercept: bool, terms: list[Term], data: pd.DataFrame):
+    N = len(data)
+    names, cols = (["(Intercept)"], [np.ones((N, 1))]) if intercept else ([], [])
+    present = {()} if intercept else set()
+    for t in terms:
+        key = tuple(v.deparse() for v in t.variables)
+        tnames, tcols = [""], np.ones((N, 1))
+        for v in t.variables:
+            margin = tuple(k for k in key if k != v.deparse())
+            vnames, vcols = _columns_of(v, data, full=margin not in present)
+            # the first variable varies fastest
+            tnames = [f"{a}:{b}" if a else b for b in vnames for a in tnames]
+            tcols = np.einsum("ni,nj->nji", tcols, vcols).reshape(N, -1)
+        present.add(key)
+        names += tnames
+        cols.append(tcols)
+    X = np.hstack(cols) if cols else np.zeros((N, 0))
+    return X, names
+
+
+def _drop_rank_deficient(X: np.ndarray, names: list[str]):
+    """LINPACK dqrdc2's limited pivoting (tol 1e-7): a column whose norm, after projecting out
+    the columns kept before it, falls below tol × its own norm moves to the end (§1.4)."""
+    if X.shape[1] == 0:
+        return X, names, []
+    keep, Q = [], np.zeros((X.shape[0], 0))
+    for j in range(X.shape[1]):
+        x = X[:, j]
+        norm = np.linalg.norm(x)
+        r = x - Q @ (Q.T @ x)
+        r = r - Q @ (Q.T @ r)
+        rn = np.linalg.norm(r)
+        if norm == 0 or rn < RANK_TOL * norm:
+            continue
+        keep.append(j)
+        Q = np.column_stack([Q, r / rn])
+    dropped = [names[j] for j in range(X.shape[1]) if j not in keep]
+    return X[:, keep], [names[j] for j in keep], dropped
+
+
+def _bad_scales(X: np.ndarray) -> bool:
+    """lme4's checkScaleX: among non-0/1 columns, |log sd| or log sd ratios beyond log(1000)."""
+    cont = [j for j in range(X.shape[1]) if not np.all(np.isin(X[:, j], (0.0, 1.0)))]
+    if not cont:
+        return False
+    sd = X[:, cont].std(axis=0, ddof=1)
+    sd = sd[sd > 0]
+    if sd.size == 0:
+        return False
+    logsd = np.log(sd)
+    return bool(np.any(np.abs(logsd) > np.log(1000)) or (logsd.max() - logsd.min()) > np.log(1000))
+
+
+# ---- random effects -------------------------------------------------------------------------
+def _reterm(r: RandomTerm, data: pd.DataFrame) -> ReTerm:
+    """Levels of the grouping factor (R's `a:b` interaction: first factor slowest, unused
+    combinations dropped) and the term's raw model matrix."""
+    codes, levels = np.zeros(len(data), np.intp), [""]
+    for g in r.group:
+        lv, c = _levels(data[g])
+        codes = codes * len(lv) + c
+        levels = [f"{a}:{b}" if a else b for a in levels for b in lv]
+    used, codes = np.unique(codes, return_inverse=True)
+    mm, cnms = _model_matrix(r.intercept, _ordered_terms_of(r.terms), data)
+    return ReTerm(r.group_name, tuple(levels[i] for i in used), tuple(cnms), codes.astype(np.intp), mm)
+
+
+def _ordered_terms_of(terms) -> list[Term]:
+    return sorted(terms, key=lambda t: len(t.variables))
+
+
+def _zt_block(t: ReTerm) -> sp.csc_matrix:
+    """KhatriRao(fac2sparse(g), t(mm)): row (level·nc + j) holds mm[n, j] for obs n in level."""
+    N = len(t.codes)
+    rows = (t.codes[:, None] * t.nc + np.arange(t.nc)[None, :]).ravel()
+    cols = np.repeat(np.arange(N), t.nc)
+    return sp.csc_matrix((t.mm.ravel(), (rows, cols)), shape=(t.nl * t.nc, N))
