@@ -1,7 +1,8 @@
 """Stage 1: BOBYQA as minqa 1.2.5's `bobyqa()` runs it inside lme4's `optwrap` (spec §5.3–§5.4).
 
-pdfo's `classical` BOBYQA is Powell's Fortran without pdfo's safeguards; with scaling off and x0
-honoured it follows minqa's evaluation path point for point (cbpp: the same 18 evaluations).
+pdfo's `classical` BOBYQA is Powell's Fortran without pdfo's safeguards; with scaling off and
+`honour_x0` off (on, pdfo moves x0 onto nearby bounds) it follows minqa's evaluation path point
+for point (tests/test_optimizers.py; cbpp: the same 18 evaluations).
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ class BobyqaResult:
 def bobyqa(fn, x0, lower, upper, rhobeg=None, rhoend=None, maxfun=10000) -> BobyqaResult:
     """Minimize `fn` over the box with minqa's defaults: npt = n+2 (3 when n = 1),
     rhobeg = min(0.95, 0.2 max|x0|), rhoend = 1e-6 rhobeg; non-finite values become DBL_MAX.
-    Like minqa, `fn(x0)` is evaluated once before the Fortran run (its `checkObj`)."""
+    Like minqa, `fn` is evaluated once at x0 before the Fortran run (`checkObj`) and once at
+    the result after it (`rval`), so the evaluation history is minqa's."""
     x0 = np.array(x0, dtype=float, ndmin=1)
     if np.all(x0 == 0):
         x0[:] = 0.001                                   # optwrap's "minor kludge"
@@ -48,9 +50,10 @@ def bobyqa(fn, x0, lower, upper, rhobeg=None, rhoend=None, maxfun=10000) -> Boby
 
     bounds = np.column_stack([np.asarray(lower, float), np.asarray(upper, float)])
     options = {"rhobeg": rhobeg, "rhoend": rhoend, "npt": max(n + 2, 3), "maxfev": int(maxfun),
-               "classical": True, "scale": False, "honour_x0": True, "quiet": True}
+               "classical": True, "scale": False, "honour_x0": False, "quiet": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = pdfo(calfun, x0, method="bobyqa", bounds=bounds, options=options)
+    fn(np.asarray(res.x, float))
     code, message = _IERR.get(res.status, (0, "Normal exit from bobyqa"))
     return BobyqaResult(np.asarray(res.x, float), float(res.fun), int(res.nfev), code, message)
