@@ -39,6 +39,7 @@ def simulated(seed: int = 1, n_g: int = 12, n_per: int = 8) -> pd.DataFrame:
         "trials": trials.astype(float),
         "count": rng.poisson(np.exp(0.2 + 0.4 * x + b_g[g] + b_h[h]) * expo).astype(float),
         "pw": rng.integers(1, 4, N).astype(float),
+        "pos": np.exp(0.3 + 0.2 * x + b_g[g] * 0.3 + rng.normal(scale=0.3, size=N)),
     })
 
 
@@ -54,4 +55,9 @@ DEVFUN_CASES = [
     ("nested", "sim", "count ~ x + (1 | g/nest)", "poisson", "log", None),
     ("correlated-slope", "sim", "count ~ x + (1 + x | g)", "poisson", "log", None),
     ("uncorrelated-slope", "sim", "y01 ~ x + (1 + x || g)", "binomial", "logit", None),
+    ("cbpp-cauchit", "cbpp", "cbind(incidence, size - incidence) ~ period + (1 | herd)", "binomial", "cauchit", None),
+    ("poisson-sqrt", "sim", "count ~ x + (1 | g)", "poisson", "sqrt", None),
+    ("gamma-log", "sim", "pos ~ x + (1 | g)", "Gamma", "log", None),
+    ("gamma-inverse", "sim", "pos ~ x + (1 | g)", "Gamma", "inverse", None),
+    ("gaussian-log", "sim", "pos ~ x + (1 | g)", "gaussian", "log", None),
 ]
