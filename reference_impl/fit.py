@@ -79,6 +79,8 @@ class GlmerFit:
     ranef: dict[str, pd.DataFrame]
     condvar: dict[str, np.ndarray]
     fitted: np.ndarray
+    residuals: np.ndarray        # deviance residuals sign(y − μ)·√devResid (§7)
+    varcorr: dict[str, np.ndarray]   # per term σ² T T' (§7 VarCorr)
     u: np.ndarray
     ldL2: float
     ldRX2: float
@@ -309,11 +311,27 @@ def _report(model: Model, f: DevianceFunction, par: np.ndarray, opt: OptSummary,
         deviance=float(ev.drsum),
         se=dict(zip(names, map(float, np.sqrt(np.diag(V))))), vcov=V,
         se_rx=dict(zip(names, map(float, np.sqrt(np.diag(V_rx))))),
-        ranef=ranef, condvar=condvar, fitted=ev.mu.copy(), u=ev.u.copy(),
+        ranef=ranef, condvar=condvar, fitted=ev.mu.copy(),
+        residuals=np.sign(resp.y - ev.mu) * np.sqrt(np.maximum(fam.devresid(resp.y, ev.mu, resp.pw), 0.0)),
+        varcorr=_varcorr(d, par[:nth], sigma2), u=ev.u.copy(),
         ldL2=float(ev.ldL2), ldRX2=float(decomp.ldRX2), ussq=float(ev.ussq), drsum=float(ev.drsum),
         wrss=wrss, aic_resp=float(ev.aic), saturated=float(saturated), nobs=model.N,
         df=model.p + nth + int(fam.has_scale), converged=converged, messages=messages,
         optinfo=opt, versions=versions())
+
+
+def _varcorr(design, theta: np.ndarray, sigma2: float) -> dict[str, np.ndarray]:
+    """`VarCorr`: σ² T_i T_i' for each term, keyed `group` (`group.k` for a factor's later terms)."""
+    out, k = {}, 0
+    for t in design.reterms:
+        T = np.zeros((t.nc, t.nc))
+        for j in range(t.nc):
+            for i in range(j, t.nc):
+                T[i, j] = theta[k]
+                k += 1
+        key = t.group if t.group not in out else f"{t.group}.{len(out)}"
+        out[key] = sigma2 * T @ T.T
+    return out
 
 
 def _sigma2(model: Model, ev) -> float:

@@ -123,7 +123,10 @@ R_FIT = """local({{
   m <- {call}
   list(theta = unname(lme4::getME(m, "theta")), fixef = lme4::fixef(m),
        objective = unname(m@devcomp$cmp["dev"]), deviance = deviance(m),
-       se = sqrt(diag(as.matrix(vcov(m)))), feval = m@optinfo$feval)
+       se = sqrt(diag(as.matrix(vcov(m)))), feval = m@optinfo$feval,
+       varcorr = unname(as.matrix(lme4::VarCorr(m)[[1]])), resid = I(unname(residuals(m))),
+       fitted = I(unname(fitted(m))), ranef = I(unname(lme4::ranef(m)[[1]][[1]])),
+       condvar = I(as.vector(attr(lme4::ranef(m, condVar = TRUE)[[1]], "postVar"))))
 }})"""
 
 
@@ -137,6 +140,11 @@ def check_fit_against_r(R, fit, call, saturated_shift):
     assert rel(fit.deviance, r["deviance"]) < FIT_RTOL
     assert rel(list(fit.se.values()), list(r["se"].values())) < (SE_RTOL if fit.nAGQ else FIT_RTOL)
     assert fit.feval == r["feval"]
+    assert rel(next(iter(fit.varcorr.values())), r["varcorr"]) < FIT_RTOL
+    assert np.max(np.abs(fit.residuals - r["resid"])) < 1e-7
+    assert np.max(np.abs(fit.fitted - r["fitted"])) < 1e-8
+    assert np.max(np.abs(next(iter(fit.ranef.values())).iloc[:, 0].to_numpy() - r["ranef"])) < 1e-7
+    assert rel(next(iter(fit.condvar.values())).ravel(), r["condvar"]) < 1e-7
 
 
 @pytest.mark.parametrize("nAGQ", [0, 1, 9, 25])
