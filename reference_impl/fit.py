@@ -229,8 +229,8 @@ def _stage2(f: DevianceFunction, f0: DevianceFunction, ctrl: Control, mode: str,
     """§5.2 step 5 / §5.3: Nelder–Mead, deriv12, fn(opt$par), check.boundary."""
     upper = np.full(f.npar, np.inf)
     res = nelder_mead(f, f.start, f.lower, upper, xst=f.xst, xt=f.xt, maxfun=ctrl.maxfun)
-    if res.code == 4:
-        opt.warnings.append(f"convergence code 4 from Nelder_Mead: {res.message}")
+    if res.code == 4:                 # Nelder_Mead warns, then optwrap warns with the code
+        opt.warnings += [res.message, f"convergence code 4 from Nelder_Mead: {res.message}"]
     opt.stages.append(StageSummary("Nelder_Mead", list(f.start), list(res.par), float(res.fval), res.feval,
                                    res.code if res.code == 4 else 0, res.message,
                                    {"xst": list(f.xst), "xt": list(f.xt)}))

@@ -173,6 +173,24 @@ def test_saturated_constant_cbpp(data):
     assert fit.saturated == pytest.approx(83.9567, abs=1e-4)
 
 
+# ---- lme4's messages and refusals -----------------------------------------------------------------
+def test_convergence_messages_equal_glmer(R, data):
+    control = {"optCtrl": {"maxfun": 30}}
+    rec = R.fit(data["cbpp"], CBPP, "binomial", nAGQ=1, control=control)
+    fit = ri.glmer(CBPP, data["cbpp"], nAGQ=1, control=control)
+    assert fit.messages == rec["value"]["messages"]
+    assert len(fit.messages) == 3 and not fit.converged
+
+
+def test_pirls_failure_equals_glmer(R):
+    """Complete separation: PIRLS cannot converge at the initial theta, in lme4 and here."""
+    d = simulated(seed=7, n_g=6, n_per=5).assign(y0=lambda d: (d.x > 0).astype(float))
+    rec = R.fit(d, "y0 ~ x + (1 | g)", "binomial", nAGQ=1)
+    with pytest.raises(ri.PirlsError) as err:
+        ri.glmer("y0 ~ x + (1 | g)", d, nAGQ=1)
+    assert not rec["ok"] and str(err.value) == rec["error"]
+
+
 # ---- exact mode ----------------------------------------------------------------------------------
 def dense_laplace(X, Z, k, n, theta, beta):
     """−2 log L by Laplace, written from the formula: the mode of
