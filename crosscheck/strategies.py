@@ -40,13 +40,14 @@ class GeneratedCase:
 
 
 @st.composite
-def designs(draw, max_groups: int = 200, structure: str | None = None):
-    """Grouping structure and covariates: 2..max_groups groups of 1.. rows, balanced or not."""
+def designs(draw, max_groups: int = 200, structure: str | None = None, min_groups: int = 2):
+    """Grouping structure and covariates: min_groups..max_groups groups of 1.. rows, balanced
+    (the simplest, drawn first) or not."""
     structure = structure or draw(st.sampled_from(STRUCTURES))
-    n_g = draw(st.integers(2, max_groups))
-    balanced = draw(st.booleans())
+    n_g = draw(st.integers(min_groups, max_groups))
+    balanced = not draw(st.booleans())
     if balanced:
-        sizes = np.full(n_g, draw(st.integers(2, 8)))
+        sizes = np.full(n_g, draw(st.integers(4, 10)))
     else:
         sizes = np.array(draw(st.lists(st.integers(1, 12), min_size=n_g, max_size=n_g)))
     seed = draw(st.integers(0, 2**32 - 1))
@@ -89,9 +90,9 @@ _RE = {
 
 @st.composite
 def cases(draw, max_groups: int = 200, family_link: tuple[str, str] | None = None,
-          structure: str | None = None):
+          structure: str | None = None, min_groups: int = 2):
     """A whole case; `family_link` and `structure` pin those draws."""
-    structure, data, seed = draw(designs(max_groups, structure))
+    structure, data, seed = draw(designs(max_groups, structure, min_groups))
     family, link = family_link or draw(family_links())
     truth = draw(parameters(structure))
     rng = np.random.default_rng(seed + 1)
