@@ -79,18 +79,23 @@ class Design:
     def factor_codes(self) -> list[np.ndarray]:
         return [t.codes for t in self.reterms]
 
-    def Lambdat(self, theta) -> sp.csc_matrix:
-        """Λ(θ)' = blockdiag(I_nl ⊗ T_i)', T_i filled column-major from theta (§1.2)."""
+    def T(self, theta) -> list[np.ndarray]:
+        """The lower-triangular T_i of each term, filled column-major from theta (§1.2)."""
         theta = np.asarray(theta, float)
-        blocks, k = [], 0
+        out, k = [], 0
         for t in self.reterms:
             T = np.zeros((t.nc, t.nc))
             for j in range(t.nc):
                 for i in range(j, t.nc):
                     T[i, j] = theta[k]
                     k += 1
-            blocks.append(sp.kron(sp.identity(t.nl), sp.csc_matrix(T.T)))
-        return sp.block_diag(blocks, format="csc")
+            out.append(T)
+        return out
+
+    def Lambdat(self, theta) -> sp.csc_matrix:
+        """Λ(θ)' = blockdiag(I_nl ⊗ T_i)' (§1.2)."""
+        return sp.block_diag([sp.kron(sp.identity(t.nl), sp.csc_matrix(T.T))
+                              for t, T in zip(self.reterms, self.T(theta))], format="csc")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -283,7 +283,9 @@ def _polish(f: DevianceFunction, par: np.ndarray, opt: OptSummary) -> np.ndarray
 def _report(model: Model, f: DevianceFunction, par: np.ndarray, opt: OptSummary, mode: str,
             nAGQ: int, converged: bool) -> GlmerFit:
     """mkMerMod and its methods (§7), from the final evaluation at `par`."""
-    ev = f.last if np.array_equal(f.last.pars, par) else (f(par), f.last)[1]
+    if not np.array_equal(f.last.pars, par):
+        f(par)
+    ev = f.last
     d, resp, fam = model.design, model.response, model.family
     nth = model.nth
     beta = ev.beta if nAGQ == 0 else par[nth:]
@@ -291,7 +293,8 @@ def _report(model: Model, f: DevianceFunction, par: np.ndarray, opt: OptSummary,
     value = ev.value
     minus2 = value + saturated if nAGQ > 1 else value
     decomp = ev.pirls.decomp
-    sigma2 = _sigma2(model, ev) if fam.has_scale else 1.0
+    wrss = float(np.sum(resp.pw / fam.variance(ev.mu) * (resp.y - ev.mu) ** 2))
+    sigma2 = (wrss + ev.ussq) / model.N if fam.has_scale else 1.0      # sigmaML² = pwrss / n (§7)
     V_rx = sigma2 * decomp.unsc()
     messages = list(model.messages) + list(model.warnings) + list(opt.warnings) + list(opt.conv_messages)
     V = V_rx
@@ -302,7 +305,6 @@ def _report(model: Model, f: DevianceFunction, par: np.ndarray, opt: OptSummary,
             V = V_rx
     names = list(d.X_names)
     ranef, condvar = _ranef(model, par[:nth], ev)
-    wrss = float(np.sum(resp.pw / fam.variance(ev.mu) * (resp.y - ev.mu) ** 2))
     return GlmerFit(
         formula=str(d.formula.to_r()) if hasattr(d.formula, "to_r") else str(d.formula),
         family=fam.name, link=fam.link.name, nAGQ=nAGQ, mode=mode,
@@ -322,23 +324,10 @@ def _report(model: Model, f: DevianceFunction, par: np.ndarray, opt: OptSummary,
 
 def _varcorr(design, theta: np.ndarray, sigma2: float) -> dict[str, np.ndarray]:
     """`VarCorr`: σ² T_i T_i' for each term, keyed `group` (`group.k` for a factor's later terms)."""
-    out, k = {}, 0
-    for t in design.reterms:
-        T = np.zeros((t.nc, t.nc))
-        for j in range(t.nc):
-            for i in range(j, t.nc):
-                T[i, j] = theta[k]
-                k += 1
-        key = t.group if t.group not in out else f"{t.group}.{len(out)}"
-        out[key] = sigma2 * T @ T.T
+    out = {}
+    for t, T in zip(design.reterms, design.T(theta)):
+        out[t.group if t.group not in out else f"{t.group}.{len(out)}"] = sigma2 * T @ T.T
     return out
-
-
-def _sigma2(model: Model, ev) -> float:
-    """sigmaML² = pwrss / n for families with a scale parameter (§7)."""
-    fam, resp = model.family, model.response
-    wrss = float(np.sum(resp.pw / fam.variance(ev.mu) * (resp.y - ev.mu) ** 2))
-    return (wrss + ev.ussq) / model.N
 
 
 def _vcov_hessian(H: np.ndarray, nth: int) -> tuple[np.ndarray, bool]:
