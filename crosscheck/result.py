@@ -26,12 +26,16 @@ class FitResult:
     theta: list[float] = field(default_factory=list)
     theta_names: list[str] = field(default_factory=list)
     minus2loglik: float | None = None
+    minus2loglik_raw: float | None = None
+    saturated: float | None = None
     objective: float | None = None
     deviance: float | None = None
     se: dict[str, float] = field(default_factory=dict)
+    se_rx: dict[str, float] = field(default_factory=dict)
     vcov: np.ndarray | None = None
     ranef: dict[str, Any] | None = None
     fitted: np.ndarray | None = None
+    u: np.ndarray | None = None
     converged: bool = False
     messages: list[str] = field(default_factory=list)
     ldL2: float | None = None
@@ -48,6 +52,22 @@ class FitResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def pars(self) -> np.ndarray:
+        """lme4's parameter vector at the optimum: θ for nAGQ = 0, c(θ, β) otherwise (§9)."""
+        beta = list(self.fixef.values()) if self.nAGQ else []
+        return np.array([*self.theta, *beta], dtype=float)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON view of a side in a comparison (README: "JSON output")."""
+        if not self.ok:
+            return {"error": self.error, "messages": list(self.messages)}
+        return {"fixef": dict(self.fixef), "theta": dict(zip(self.theta_names, self.theta)),
+                "minus2loglik": self.minus2loglik, "minus2loglik_raw": self.minus2loglik_raw,
+                "saturated": self.saturated, "deviance": self.deviance, "se": dict(self.se),
+                "converged": self.converged, "feval": self.feval, "optimizer": self.optimizer,
+                "messages": list(self.messages)}
+
     @classmethod
     def from_r(cls, record: dict[str, Any], side: Side = "r") -> FitResult:
         """From the record of `cc_glmer_fit` / `cc_glmmtmb_fit` (as converted by the bridge).
@@ -63,6 +83,25 @@ class FitResult:
         common = {name: value.pop(name) for name in _COMMON_FIELDS if name in value}
         return cls(side=side, theta=list(theta.values()), theta_names=list(theta), **common,
                    extra=value)
+
+    @classmethod
+    def from_reference(cls, fit, design=None) -> FitResult:
+        """From a `reference_impl.GlmerFit` (and the `Design` it was fitted on, for stage 0)."""
+        ranef = {g: {"levels": list(frame.index), "terms": list(frame.columns),
+                     "values": frame.to_numpy(), "condvar": fit.condvar.get(g)}
+                 for g, frame in fit.ranef.items()}
+        extra = {"optinfo": fit.optinfo, "ldRX2": fit.ldRX2, "aic_resp": fit.aic_resp}
+        if design is not None:
+            extra.update(X=design.X, X_names=list(design.X_names), Zt=design.Zt,
+                         theta_lower=np.asarray(design.lower, float))
+        return cls(side="python", fixef=dict(fit.fixef), theta=list(fit.theta),
+                   theta_names=list(fit.theta_names), minus2loglik=fit.minus2loglik,
+                   minus2loglik_raw=fit.objective, saturated=fit.saturated,
+                   objective=fit.objective, deviance=fit.deviance, se=dict(fit.se),
+                   se_rx=dict(fit.se_rx), vcov=fit.vcov, ranef=ranef, fitted=fit.fitted, u=fit.u,
+                   converged=fit.converged, messages=list(fit.messages), ldL2=fit.ldL2,
+                   ussq=fit.ussq, drsum=fit.drsum, wrss=fit.wrss, feval=fit.feval,
+                   optimizer=fit.optimizer, nAGQ=fit.nAGQ, versions=dict(fit.versions), extra=extra)
 
 
 _COMMON_FIELDS = tuple(

@@ -1,0 +1,189 @@
+"""The two sides of a comparison, behind one interface: fit a case, build its deviance function,
+evaluate it at given parameter vectors. Both return the same types (`FitResult`, `Evaluation`),
+so the comparison never asks which side a number came from.
+
+`PythonSide` runs `reference_impl` in this process (mode "lme4" or "exact"); `RSide` runs glmer
+through the embedded R (`crosscheck.rbridge`), and `GlmmTMBSide` glmmTMB's Laplace fit.
+"""
+from __future__ import annotations
+
+import platform
+import traceback
+from dataclasses import dataclass
+from importlib import metadata
+
+import numpy as np
+
+import reference_impl as ri
+from reference_impl.design import build_design
+from reference_impl.families import make_family
+
+from .case import Case
+from .rbridge import RBridgeError, RSession, RTimeout
+from .result import FitResult
+from .scales import absolute_minus2loglik, saturated_minus2loglik
+
+REFUSALS = (ri.ModelError, ri.PirlsError, np.linalg.LinAlgError)
+REFERENCE_LME4_VERSION = "1.1-31"          # the lme4 whose scales the reference reproduces
+
+
+@dataclass
+class Evaluation:
+    """One deviance-function evaluation (spec §4.4): value and the PIRLS state behind it."""
+
+    value: float
+    ldL2: float
+    ussq: float
+    drsum: float
+    u: np.ndarray
+    error: str | None = None
+
+
+def saturated(case: Case) -> float:
+    """−2 log L of the saturated model, from the data (NaN where undefined or not computable)."""
+    try:
+        design = build_design(case.formula, case.data, weights=case.weights, offset=case.offset)
+        resp = make_family(case.family, case.link).initialize(design.response,
+                                                               np.asarray(design.prior_weights, float))
+    except REFUSALS:
+        return float("nan")
+    return saturated_minus2loglik(case.family, resp.y, resp.n, resp.pw)
+
+
+def python_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("numpy", "scipy", "pandas", "rpy2", "pdfo", "glmm-crosscheck"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _on_absolute_scale(fit: FitResult, case: Case, C: float, lme4_version: str | None) -> FitResult:
+    fit.saturated = C
+    if fit.ok and fit.minus2loglik_raw is not None:
+        fit.minus2loglik = absolute_minus2loglik(fit.minus2loglik_raw, fit.nAGQ or 0, C, lme4_version)
+    return fit
+
+
+def _refusal(side: str, error: BaseException, nAGQ: int) -> FitResult:
+    """A refusal; anything but a documented refusal keeps its traceback (a crash, not a verdict)."""
+    crash = not isinstance(error, REFUSALS)
+    text = str(error) if not crash else f"internal error: {type(error).__name__}: {error}"
+    extra = {"crash": True, "traceback": traceback.format_exc()} if crash else {}
+    return FitResult(side=side, error=text, nAGQ=nAGQ, extra=extra)
+
+
+class PythonSide:
+    """`reference_impl` in `mode` ("lme4" or "exact")."""
+
+    def __init__(self, mode: str = "lme4"):
+        self.mode = mode
+        self.name = f"python-{mode}"
+
+    def fit(self, case: Case, nAGQ: int, saturated_C: float | None = None) -> FitResult:
+        C = saturated(case) if saturated_C is None else saturated_C
+        try:
+            design = build_design(case.formula, case.data, weights=case.weights, offset=case.offset)
+            fit = ri.glmer(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
+                           weights=case.weights, offset=case.offset, mode=self.mode)
+        except Exception as e:                       # noqa: BLE001 — a crash is reported, not raised
+            return _refusal("python", e, nAGQ)
+        result = FitResult.from_reference(fit, design)
+        result.versions = {**python_versions(), "reference_mode": self.mode}
+        return _on_absolute_scale(result, case, C, REFERENCE_LME4_VERSION)
+
+    def evaluate(self, case: Case, nAGQ: int, pars: list[np.ndarray], lp0: np.ndarray | None
+                 ) -> list[Evaluation]:
+        """The deviance function at each of `pars`, restarting PIRLS from `lp0` (R's, so that both
+        sides evaluate the same function, §3.3) or from the reference's own when None."""
+        f = ri.devfun(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
+                      weights=case.weights, offset=case.offset, mode=self.mode, lp0=lp0)
+        out = []
+        for p in pars:
+            try:
+                value = f(p)
+            except REFUSALS as e:
+                out.append(Evaluation(np.nan, np.nan, np.nan, np.nan, np.array([]), str(e)))
+                continue
+            ev = f.last
+            out.append(Evaluation(value, ev.ldL2, ev.ussq, ev.drsum, np.array(ev.u, float)))
+        return out
+
+
+class RSide:
+    """glmer through the embedded R."""
+
+    name = "r"
+
+    def __init__(self, session: RSession | None = None, timeout: float | None = None):
+        self.session = session or RSession.get()
+        self.timeout = timeout
+        self._versions: dict[str, str] | None = None
+
+    @property
+    def versions(self) -> dict[str, str]:
+        if self._versions is None:
+            self._versions = self.session.versions()
+        return self._versions
+
+    def _args(self, case: Case) -> dict:
+        return dict(link=case.link, weights=case.weights, offset=case.offset, timeout=self.timeout)
+
+    def fit(self, case: Case, nAGQ: int, saturated_C: float | None = None) -> FitResult:
+        C = saturated(case) if saturated_C is None else saturated_C
+        try:
+            record = self.session.fit(case.data, case.formula, case.family, nAGQ=nAGQ,
+                                      **self._args(case))
+        except RTimeout as e:
+            return FitResult(side="r", error=f"timeout: {e}", nAGQ=nAGQ, extra={"timeout": True})
+        result = FitResult.from_r(record)
+        result.nAGQ = nAGQ
+        return _on_absolute_scale(result, case, C, self.versions.get("lme4"))
+
+    def devfun(self, case: Case, nAGQ: int) -> dict:
+        """R's deviance function for the case (registered in R): id, lp0, start, …"""
+        record = self.session.devfun(case.data, case.formula, case.family, nAGQ=nAGQ,
+                                     **self._args(case))
+        if not record["ok"]:
+            raise RBridgeError(f"glmer(devFunOnly = TRUE) failed: {record['error']}")
+        return record["value"]
+
+    def evaluate(self, devfun: dict, pars: list[np.ndarray]) -> list[Evaluation]:
+        record = self.session.devfun_eval(devfun["id"], np.vstack(pars), timeout=self.timeout)
+        if not record["ok"]:
+            raise RBridgeError(f"evaluating glmer's deviance function failed: {record['error']}")
+        out = []
+        for row in record["value"]:
+            if not row["ok"]:
+                out.append(Evaluation(np.nan, np.nan, np.nan, np.nan, np.array([]), row["error"]))
+                continue
+            v = row["value"]
+            out.append(Evaluation(v["value"], v["ldL2"], v["ussq"], v["drsum"], np.asarray(v["u"], float)))
+        return out
+
+    def drop(self, devfun: dict) -> None:
+        self.session.devfun_drop(devfun["id"])
+
+
+class GlmmTMBSide:
+    """glmmTMB's Laplace fit, the third referee (nAGQ = 1 only)."""
+
+    name = "glmmtmb"
+
+    def __init__(self, session: RSession | None = None, timeout: float | None = None):
+        self.session = session or RSession.get()
+        self.timeout = timeout
+
+    def fit(self, case: Case, saturated_C: float | None = None) -> FitResult:
+        try:
+            record = self.session.fit_glmmtmb(case.data, case.formula, case.family, link=case.link,
+                                              weights=case.weights, offset=case.offset,
+                                              timeout=self.timeout)
+        except RTimeout as e:
+            return FitResult(side="glmmtmb", error=f"timeout: {e}", nAGQ=1)
+        result = FitResult.from_r(record, side="glmmtmb")
+        result.nAGQ = 1
+        return _on_absolute_scale(result, case, saturated(case) if saturated_C is None else saturated_C,
+                                  None)
