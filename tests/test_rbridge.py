@@ -227,7 +227,8 @@ def test_fit_result_from_r(fit1):
     assert res.ok and res.side == "r" and res.theta_names == ["herd.(Intercept)"]
     assert res.theta == [fit1["value"]["theta"]["herd.(Intercept)"]]
     assert res.nAGQ == 1 and res.optimizer == "Nelder_Mead" and res.converged
-    assert "se_rx" in res.extra and "fixef" not in res.extra
+    assert "X" in res.extra and "fixef" not in res.extra
+    assert list(res.se_rx) == list(res.fixef) and res.u.shape == (15,)
 
 
 # -- deviance functions (spec §9, §10) --------------------------------------------------------
