@@ -1,0 +1,155 @@
+"""Compare a case: both sides fitted per nAGQ and mode, diagnosed in stages, one verdict each.
+
+`compare_case(case, modes)` → `CaseReport`, whose `to_json()` is the documented JSON (README):
+top level `versions`, `case`, `results`; one result per (nAGQ, mode) with `nAGQ`, `mode`,
+`python`, `r`, `diffs`, `stage_failed`, `verdict` (+ `refusal`, `r_warnings`, `referee`, `notes`,
+`timings`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import diffs as D
+from .case import Case
+from .diagnose import STAGES, Diagnoser, Diagnosis
+from .diffs import Diff
+from .result import FitResult
+from .scales import agq_is_relative
+from .sides import GlmmTMBSide, PythonSide, RSide, python_versions, saturated
+from .tolerances import Policy, Tolerance
+
+CANONICAL_LINKS = {"binomial": "logit", "poisson": "log", "Gamma": "inverse",
+                   "inverse.gaussian": "1/mu^2", "gaussian": "identity"}
+REFEREE_TOL = Tolerance(1e-3, 1e-3)      # glmmTMB is a different optimizer: agreement, not identity
+
+
+@dataclass
+class Comparison:
+    nAGQ: int
+    mode: str
+    python: FitResult
+    r: FitResult
+    diagnosis: Diagnosis
+    referee: FitResult | None = None
+    referee_diffs: list[Diff] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        return self.diagnosis.verdict
+
+    @property
+    def passed(self) -> bool:
+        return self.diagnosis.passed
+
+    @property
+    def diffs(self) -> list[Diff]:
+        return self.diagnosis.diffs
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.diagnosis
+        out = {"nAGQ": self.nAGQ, "mode": self.mode, "verdict": d.verdict, "passed": self.passed,
+               "stage_failed": None if d.stage_failed is None else STAGES[d.stage_failed],
+               "python": self.python.summary(), "r": self.r.summary(),
+               "diffs": [x.to_json() for x in d.diffs],
+               "refusal": d.refusal.to_json() if d.refusal else None,
+               "r_warnings": list(self.r.messages), "notes": list(d.notes),
+               "timings": self.timings}
+        if self.referee is not None:
+            out["referee"] = {"side": "glmmTMB", **self.referee.summary(),
+                              "diffs": [x.to_json() for x in self.referee_diffs]}
+        return out
+
+
+@dataclass
+class CaseReport:
+    case: Case
+    versions: dict[str, str]
+    results: list[Comparison]
+    saturated: float
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"versions": self.versions,
+                "case": {**self.case.spec(), "saturated_minus2loglik": D._plain(self.saturated)},
+                "results": [c.to_json() for c in self.results]}
+
+
+def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
+                 r_side: RSide | None = None, referee: bool = False) -> CaseReport:
+    """Fit `case` with glmer and the reference (each mode) for every nAGQ of the case; diagnose."""
+    policy = policy or Policy()
+    r_side = r_side or RSide()
+    C = saturated(case)
+    diagnoser = Diagnoser(case, policy, r_side)
+    tmb = None
+    results = []
+    try:
+        for nAGQ in case.nagq:
+            t0 = time.perf_counter()
+            r = r_side.fit(case, nAGQ, C)
+            t_r = time.perf_counter() - t0
+            if referee and nAGQ == 1 and tmb is None:
+                tmb = GlmmTMBSide(r_side.session, r_side.timeout).fit(case, C)
+            for mode in modes:
+                t0 = time.perf_counter()
+                py = PythonSide(mode).fit(case, nAGQ, C)
+                t_py = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                diagnosis = diagnoser.run(nAGQ, mode, py, r)
+                timings = {"r_fit": t_r, "python_fit": t_py, "diagnosis": time.perf_counter() - t0}
+                diagnosis.notes += _notes(case, nAGQ, r)
+                comparison = Comparison(nAGQ, mode, py, r, diagnosis, timings=timings)
+                if tmb is not None and nAGQ == 1:
+                    comparison.referee = tmb
+                    comparison.referee_diffs = referee_diffs(tmb, r, py)
+                    comparison.diagnosis.notes += referee_notes(case)
+                results.append(comparison)
+    finally:
+        diagnoser.close()
+    versions = {**python_versions(), **{f"R:{k}" if k != "R" else k: v
+                                        for k, v in r_side.versions.items()}}
+    return CaseReport(case, versions, results, C)
+
+
+def _notes(case: Case, nAGQ: int, r: FitResult) -> list[str]:
+    notes = []
+    if nAGQ > 1:
+        relative, assumption = agq_is_relative(r.versions.get("lme4") if r.ok else None)
+        notes.append("lme4 reports nAGQ > 1 relative to the saturated model; shown on the absolute "
+                     "scale (raw value + saturated constant, computed from the data)"
+                     if relative else "lme4 reports nAGQ > 1 on the absolute scale")
+        if assumption:
+            notes.append(assumption)
+    if r.ok and not r.converged:
+        notes.append("glmer reported a convergence problem: " + "; ".join(r.messages))
+    return notes
+
+
+def referee_diffs(tmb: FitResult, r: FitResult, py: FitResult) -> list[Diff]:
+    """glmmTMB against glmer and the reference (informational: not part of the verdict)."""
+    if not tmb.ok or not r.ok:
+        return []
+    out = [D.scalar("glmmTMB vs glmer: minus2loglik", tmb.minus2loglik, r.minus2loglik, REFEREE_TOL, 2)]
+    out += D.named("glmmTMB vs glmer: theta", dict(zip(tmb.theta_names, tmb.theta)),
+                   dict(zip(r.theta_names, r.theta)), REFEREE_TOL, 2)
+    out += D.named("glmmTMB vs glmer: fixef", tmb.fixef, r.fixef, REFEREE_TOL, 2)
+    if py.ok:
+        out.append(D.scalar("glmmTMB vs python: minus2loglik", tmb.minus2loglik, py.minus2loglik,
+                            REFEREE_TOL, 2))
+    return out
+
+
+def referee_notes(case: Case) -> list[str]:
+    link = case.link or CANONICAL_LINKS.get(case.family)
+    if link == CANONICAL_LINKS.get(case.family):
+        return []
+    return [f"glmmTMB's Laplace uses the observed Hessian of the log-likelihood, lme4's the expected "
+            f"(Fisher) weights; for the non-canonical link {link!r} of {case.family} the two "
+            f"approximate different objectives, so glmmTMB's differences from glmer here are not "
+            f"errors of either"]

@@ -1,0 +1,162 @@
+"""Staged diagnosis of one (case, nAGQ, mode): where do the two fits part?
+
+0. design — X column names and values, Zt, θ layout and bounds, the saturated constant;
+1. objective at identical parameters — each deviance function at both optima (R's lp0 on both
+   sides, spec §3.3), component-wise (ldL2, ||u||², Σ devResid) and the conditional modes u;
+2. optimum — −2 log L (absolute scale), θ, β absolutely and in SE units, deviance;
+3. derived — standard errors (Hessian and RX), conditional modes b, fitted values.
+
+The diagnosis stops at the first stage that fails; the verdict follows from that stage.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import diffs as D
+from .case import Case
+from .diffs import Diff
+from .result import FitResult
+from .sides import PythonSide, RSide
+from .tolerances import Policy
+
+STAGES = ("design", "objective", "optimum", "derived")
+VERDICT_OF_STAGE = {0: "design-mismatch", 1: "objective-mismatch", 2: "optimizer-only",
+                    3: "se-mismatch"}
+PASSING = ("match",)
+
+
+@dataclass
+class Refusal:
+    python: str | None
+    r: str | None
+    agree: bool | None
+
+    def to_json(self):
+        return {"python": self.python, "r": self.r, "agree": self.agree}
+
+
+@dataclass
+class Diagnosis:
+    diffs: list[Diff] = field(default_factory=list)
+    stage_failed: int | None = None
+    verdict: str = "match"
+    refusal: Refusal | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict in PASSING or (self.verdict == "both-refused" and bool(self.refusal.agree))
+
+
+def reasons_agree(a: str, b: str) -> bool:
+    """Two refusal messages say the same thing (lme4's text, reproduced by the reference)."""
+    norm = [" ".join(s.lower().replace("‘", "'").replace("’", "'").split()) for s in (a, b)]
+    return norm[0] == norm[1] or norm[0] in norm[1] or norm[1] in norm[0]
+
+
+class Diagnoser:
+    """Runs the stages for one (case, nAGQ) against one Python mode; R's deviance function is
+    built once per nAGQ and shared between modes."""
+
+    def __init__(self, case: Case, policy: Policy, r_side: RSide):
+        self.case, self.policy, self.r_side = case, policy, r_side
+        self._devfuns: dict[int, dict] = {}
+
+    def close(self) -> None:
+        for devfun in self._devfuns.values():
+            self.r_side.drop(devfun)
+        self._devfuns.clear()
+
+    def run(self, nAGQ: int, mode: str, py: FitResult, r: FitResult) -> Diagnosis:
+        if not (py.ok and r.ok):
+            return _refused(py, r)
+        tol = lambda q: self.policy.get(mode, nAGQ, q)      # noqa: E731 — one policy lookup per diff
+        stages = (lambda: design(py, r, tol),
+                  lambda: self.objective(nAGQ, mode, py, r, tol),
+                  lambda: optimum(mode, py, r, tol),
+                  lambda: derived(py, r, tol))
+        out = Diagnosis()
+        for k, stage in enumerate(stages):
+            diffs = stage()
+            out.diffs += diffs
+            if not all(d.ok for d in diffs):
+                out.stage_failed, out.verdict = k, VERDICT_OF_STAGE[k]
+                break
+        return out
+
+    # -- stage 1 ------------------------------------------------------------------------------------
+    def objective(self, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol) -> list[Diff]:
+        if nAGQ not in self._devfuns:
+            self._devfuns[nAGQ] = self.r_side.devfun(self.case, nAGQ)
+        devfun = self._devfuns[nAGQ]
+        points = {"r": r.pars, "python": py.pars}
+        at_r = self.r_side.evaluate(devfun, list(points.values()))
+        at_py = PythonSide(mode).evaluate(self.case, nAGQ, list(points.values()),
+                                          np.asarray(devfun["lp0"], float))
+        out = []
+        for where, e_py, e_r in zip(points, at_py, at_r):
+            if e_py.error or e_r.error:
+                out.append(D.equal(f"evaluation@{where} optimum", e_py.error, e_r.error, 1))
+                continue
+            out.append(D.scalar(f"objective@{where}", e_py.value, e_r.value, tol("objective"), 1))
+            out += [D.scalar(f"{q}@{where}", getattr(e_py, q), getattr(e_r, q), tol(q), 1)
+                    for q in ("ldL2", "ussq", "drsum")]
+            out.append(D.array(f"u@{where}", e_py.u, e_r.u, tol("u"), 1))
+        return out
+
+
+def _refused(py: FitResult, r: FitResult) -> Diagnosis:
+    if not py.ok and not r.ok:
+        verdict, agree = "both-refused", reasons_agree(py.error, r.error)
+    else:
+        verdict, agree = ("r-refused" if not r.ok else "python-refused"), None
+    return Diagnosis(verdict=verdict, refusal=Refusal(py.error, r.error, agree))
+
+
+# -- stages 0, 2, 3: from the two fits alone ---------------------------------------------------------
+def design(py: FitResult, r: FitResult, tol) -> list[Diff]:
+    p, q = py.extra, r.extra
+    out = [D.equal("X_names", p["X_names"], q["X_names"], 0),
+           D.equal("theta_names", py.theta_names, r.theta_names, 0)]
+    if out[0].ok:
+        out.append(D.array("X", p["X"], q["X"], tol("X"), 0))
+    out.append(D.sparse_pattern("Zt", p["Zt"], q["Zt"], 0))
+    if out[-1].ok:
+        out.append(D.array("Zt", p["Zt"], q["Zt"], tol("Zt"), 0))
+    out.append(D.array("theta_lower", np.nan_to_num(p["theta_lower"], neginf=-1e308),
+                       np.nan_to_num(q["theta_lower"], neginf=-1e308), tol("theta_lower"), 0))
+    lme4_C = q.get("saturated_lme4")
+    if lme4_C is not None:
+        out.append(D.scalar("saturated (data vs lme4's aic - deviance)", py.saturated, lme4_C,
+                            tol("saturated"), 0))
+    return out
+
+
+def optimum(mode: str, py: FitResult, r: FitResult, tol) -> list[Diff]:
+    out = [D.scalar("minus2loglik", py.minus2loglik, r.minus2loglik, tol("minus2loglik"), 2)]
+    if mode == "exact":
+        out.append(D.at_most("minus2loglik_excess", py.minus2loglik, r.minus2loglik,
+                             tol("minus2loglik_excess"), 2))
+    out += D.named("theta", dict(zip(py.theta_names, py.theta)), dict(zip(r.theta_names, r.theta)),
+                   tol("theta"), 2)
+    out += D.named("fixef", py.fixef, r.fixef, tol("fixef"), 2)
+    if list(py.fixef) == list(r.fixef) and all(np.isfinite(list(r.se.values()))):
+        out += D.named("fixef_se_units", py.fixef, r.fixef, tol("fixef_se_units"), 2, scale=r.se)
+    out.append(D.scalar("deviance", py.deviance, r.deviance, tol("deviance"), 2))
+    return out
+
+
+def derived(py: FitResult, r: FitResult, tol) -> list[Diff]:
+    out = D.named("se", py.se, r.se, tol("se"), 3)
+    if r.se_rx:
+        out += D.named("se_rx", py.se_rx, r.se_rx, tol("se_rx"), 3)
+    for group, re_r in (r.ranef or {}).items():
+        re_py = (py.ranef or {}).get(group)
+        if re_py is None:
+            out.append(D.equal(f"ranef groups", sorted(py.ranef or {}), sorted(r.ranef), 3))
+            continue
+        out.append(D.array(f"ranef[{group}]", re_py["values"], re_r["values"], tol("ranef"), 3))
+    out.append(D.array("fitted", py.fitted, r.fitted, tol("fitted"), 3))
+    return out
