@@ -175,7 +175,7 @@ def glmer(formula, data, family="binomial", link=None, nAGQ=1, weights=None, off
     ctrl = Control.from_dict(control)
     model = make_model(formula, data, family, link, weights, offset)
     if nAGQ > 1:
-        check_agq(model, nAGQ)                                 # lme4 refuses before any work
+        check_agq(model, nAGQ, mode)                           # lme4 refuses before any work
     f0, opt = _stage1(model, ctrl, mode, nAGQ)
     if nAGQ == 0:
         f, par = f0, np.asarray(opt.stages[0].par)

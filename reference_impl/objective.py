@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .agq import check_vector_agq, vector_agq_by_level
 from .errors import ModelError
 from .ghrule import ghrule
 from .pirls import TOL_PWRSS, PirlsResult, pirls
@@ -66,7 +67,7 @@ class DevianceFunction:
         if mode not in ("lme4", "exact"):
             raise ModelError(f"mode must be 'lme4' or 'exact', not {mode!r}")
         if nAGQ > 1:
-            check_agq(model, nAGQ)
+            check_agq(model, nAGQ, mode)
         self.model, self.nAGQ, self.mode = model, int(nAGQ), mode
         self.lp0 = np.asarray(lp0, float)
         self.tol = tol
@@ -108,6 +109,8 @@ class DevianceFunction:
     def _agq(self, theta, beta, res: PirlsResult) -> float:
         """§4.3: per level j, `devc0_j + log L_jj² − 2 log mult_j`, mult by the GH rule."""
         m, fam, resp = self.model, self.model.family, self.model.response
+        if not m.scalar_single:                      # exact mode, one vector term (agq.py)
+            return float(np.sum(vector_agq_by_level(m, theta, beta, res, self.nAGQ)))
         z, w, ldnorm = ghrule(self.nAGQ)
         G = group_sum_matrix(m)
         offset = m.offset + m.X @ beta
@@ -140,9 +143,11 @@ def group_sum_matrix(model) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(N), (model.fac, np.arange(N))), shape=(model.q, N))
 
 
-def check_agq(model, nAGQ: int) -> None:
-    """lme4's restriction (§4.3) and the GH rule's range."""
+def check_agq(model, nAGQ: int, mode: str = "lme4") -> None:
+    """lme4's restriction (§4.3) and the GH rule's range; exact mode also takes one vector term."""
     ghrule(nAGQ)
+    if mode == "exact":
+        return check_vector_agq(model, nAGQ)
     if not model.scalar_single:
         raise ModelError("nAGQ > 1 is only available for models with a single, scalar random-effects term "
                          f"(this model has {len(model.design.reterms)} term(s) with "
