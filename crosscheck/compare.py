@@ -127,7 +127,7 @@ def _notes(case: Case, nAGQ: int, r: FitResult) -> list[str]:
         if assumption:
             notes.append(assumption)
     if r.ok and not r.converged:
-        notes.append("glmer reported a convergence problem: " + "; ".join(r.messages))
+        notes.append("glmer reported a convergence problem (its messages are in r_warnings)")
     return notes
 
 

@@ -129,7 +129,7 @@ def design(py: FitResult, r: FitResult, tol) -> list[Diff]:
                        np.nan_to_num(q["theta_lower"], neginf=-1e308), tol("theta_lower"), 0))
     lme4_C = q.get("saturated_lme4")
     if lme4_C is not None:
-        out.append(D.scalar("saturated (data vs lme4's aic - deviance)", py.saturated, lme4_C,
+        out.append(D.scalar("saturated", py.saturated, lme4_C,
                             tol("saturated"), 0))
     return out
 

@@ -1,0 +1,155 @@
+"""Standalone reproducers of a case: an R script (glmer) and a Python script (the reference).
+
+Neither needs glmm-crosscheck's harness: the R script needs R and lme4, the Python script the
+`reference_impl` package. Data are inlined when the case has at most `INLINE_ROWS` rows and
+written beside the scripts as `data.csv` otherwise (factor levels are always inlined, so both
+sides see the levels in the case's order).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .case import Case, CaseError
+
+INLINE_ROWS = 200
+
+
+def r_string(s: str) -> str:
+    out = s.replace("\\", "\\\\").replace('"', '\\"')
+    out = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in out)
+    return f'"{out}"'
+
+
+def r_name(name: str) -> str:
+    if "`" in name or not name.isprintable():
+        raise CaseError(f"column name {name!r} cannot be written into an R script")
+    return f"`{name}`"
+
+
+def _r_number(v: float) -> str:
+    if math.isnan(v):
+        return "NA"
+    if math.isinf(v):
+        return "Inf" if v > 0 else "-Inf"
+    return repr(float(v))
+
+
+def _py_number(v: float) -> str:
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return repr(float(v))
+
+
+def _r_column(s: pd.Series, inline: bool) -> str:
+    """The R expression of a column (inline), or of its conversion after read.csv."""
+    ref = f"data[[{r_string(str(s.name))}]]"
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        levels = "c(" + ", ".join(r_string(str(c)) for c in s.cat.categories) + ")"
+        values = ("c(" + ", ".join("NA" if pd.isna(v) else r_string(str(v)) for v in s) + ")"
+                  if inline else f"as.character({ref})")
+        return f"factor({values}, levels = {levels}{', ordered = TRUE' if s.cat.ordered else ''})"
+    if not inline:
+        return ref
+    if pd.api.types.is_bool_dtype(s):
+        return "c(" + ", ".join("NA" if pd.isna(v) else ("TRUE" if v else "FALSE") for v in s) + ")"
+    if pd.api.types.is_numeric_dtype(s):
+        return "c(" + ", ".join(_r_number(float(v)) for v in s.to_numpy(float, na_value=np.nan)) + ")"
+    return "c(" + ", ".join("NA" if pd.isna(v) else r_string(str(v)) for v in s) + ")"
+
+
+def _py_column(s: pd.Series, inline: bool) -> str:
+    ref = f"data[{str(s.name)!r}]"
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        values = repr([None if pd.isna(v) else str(v) for v in s]) if inline else f"{ref}.astype(str).where({ref}.notna())"
+        return (f"pd.Categorical({values}, categories={[str(c) for c in s.cat.categories]!r}, "
+                f"ordered={bool(s.cat.ordered)})")
+    if not inline:
+        return ref
+    if pd.api.types.is_bool_dtype(s):
+        return repr([None if pd.isna(v) else bool(v) for v in s])
+    if pd.api.types.is_numeric_dtype(s):
+        return "np.array([" + ", ".join(_py_number(float(v)) for v in s.to_numpy(float, na_value=np.nan)) + "])"
+    return repr([None if pd.isna(v) else str(v) for v in s])
+
+
+def r_script(case: Case, inline: bool) -> str:
+    family = f"{case.family}({'' if case.link is None else 'link = ' + r_string(case.link)})"
+    extra = "".join(f", {arg} = {r_name(col)}" for arg, col in (("weights", case.weights),
+                                                                ("offset", case.offset)) if col)
+    if inline:
+        cols = ",\n  ".join(f"{r_name(str(c))} = {_r_column(case.data[c], True)}" for c in case.data.columns)
+        load = f"data <- data.frame(\n  {cols},\n  check.names = FALSE)"
+    else:
+        conv = "\n".join(f"data[[{r_string(str(c))}]] <- {_r_column(case.data[c], False)}"
+                         for c in case.data.columns
+                         if isinstance(case.data[c].dtype, pd.CategoricalDtype))
+        load = ('here <- dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1]))\n'
+                'data <- read.csv(file.path(if (is.na(here)) "." else here, "data.csv"), check.names = FALSE)\n'
+                + conv)
+    return f"""# Reproduces glmm-crosscheck case {case.name or '(unnamed)'} with glmer.
+#   Rscript {case.name or 'case'}.R
+suppressPackageStartupMessages(library(lme4))
+{load}
+for (k in c({', '.join(f'{k}L' for k in case.nagq)})) {{
+  m <- glmer({case.formula}, data = data, family = {family}{extra}, nAGQ = k)
+  cat(sprintf("nAGQ %d: -2logLik(raw) %.17g  deviance %.17g\\n", k, -2 * as.numeric(logLik(m)), deviance(m)))
+  cat("  theta:", sprintf("%.17g", getME(m, "theta")), "\\n")
+  cat("  fixef:", sprintf("%.17g", fixef(m)), "\\n")
+  cat("  se:   ", sprintf("%.17g", sqrt(diag(as.matrix(vcov(m))))), "\\n")
+  for (msg in m@optinfo$conv$lme4$messages) cat("  message:", msg, "\\n")
+}}
+cat("lme4", as.character(packageVersion("lme4")), "R", R.version.string, "\\n")
+"""
+
+
+def python_script(case: Case, inline: bool) -> str:
+    if inline:
+        cols = ",\n    ".join(f"{str(c)!r}: {_py_column(case.data[c], True)}" for c in case.data.columns)
+        load = f"data = pd.DataFrame({{\n    {cols},\n}})"
+    else:
+        conv = "\n".join(f"data[{str(c)!r}] = {_py_column(case.data[c], False)}"
+                         for c in case.data.columns
+                         if isinstance(case.data[c].dtype, pd.CategoricalDtype))
+        load = ("data = pd.read_csv(Path(__file__).with_name('data.csv'), keep_default_na=True)\n" + conv)
+    return f"""\"\"\"Reproduces glmm-crosscheck case {case.name or '(unnamed)'} with the Python reference.\"\"\"
+from math import inf, nan
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import reference_impl as ri
+
+{load}
+for k in {list(case.nagq)!r}:
+    for mode in ("lme4", "exact"):
+        fit = ri.glmer({case.formula!r}, data, family={case.family!r}, link={case.link!r}, nAGQ=k,
+                       weights={case.weights!r}, offset={case.offset!r}, mode=mode)
+        print(f"nAGQ {{k}} {{mode}}: -2logLik(raw) {{fit.objective!r}}  deviance {{fit.deviance!r}}")
+        print("  theta:", fit.theta)
+        print("  fixef:", list(fit.fixef.values()))
+        print("  se:   ", list(fit.se.values()))
+        for msg in fit.messages:
+            print("  message:", msg)
+"""
+
+
+def write_repro(case: Case, out: str | Path) -> list[Path]:
+    """Write `<name>.R`, `<name>.py` (and `data.csv` for large data) into directory `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    inline = len(case.data) <= INLINE_ROWS
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in (case.name or "case"))
+    paths = [out / f"{stem}.R", out / f"{stem}.py"]
+    paths[0].write_text(r_script(case, inline))
+    paths[1].write_text(python_script(case, inline))
+    if not inline:
+        paths.append(out / "data.csv")
+        case.data.to_csv(paths[-1], index=False)
+    return paths
