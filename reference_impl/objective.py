@@ -3,7 +3,8 @@
 * nAGQ = 0 — `f(theta)`: joint (u, β) PIRLS, `ldL2 + ||u||² + aic(μ)` (§4.1).
 * nAGQ = 1 — `f(c(theta, beta))`: u-only PIRLS with Xβ in the offset, same formula (§4.2).
 * nAGQ > 1 — `f(c(theta, beta))`: adaptive Gauss–Hermite per level of the single scalar term,
-  `Σ devc0 + ldL2 − 2 log Π mult`, on the deviance-residual scale (§4.3).
+  `Σ devc0 + ldL2 − 2 log Π mult`, on the deviance-residual scale (§4.3); in exact mode also
+  one vector term, by a product rule (agq.py).
 
 Every call restarts PIRLS from `eta = offset + lp0` (§3.3), so values do not depend on history.
 """
