@@ -141,12 +141,10 @@ def build_design(formula, data: pd.DataFrame, weights=None, offset=None) -> Desi
         if t.nl < 2:
             raise ModelError(f"grouping factor '{t.group}' has only {t.nl} level; glmer needs > 1 "
                              "(lme4: grouping factors must have > 1 sampled level)")
-        if t.nl >= N:
-            raise ModelError(f"number of levels of each grouping factor must be < number of observations "
-                             f"(problems: {t.group}: {t.nl} levels, {N} observations)")
-        if t.nl * t.nc >= N:
-            raise ModelError(f"number of observations (={N}) <= number of random effects (={t.nl * t.nc}) "
-                             f"for term ({' + '.join(t.cnms)} | {t.group})")
+        if t.nl * t.nc > N:                 # checkZdims with glmer's allow.n = TRUE (§1.1)
+            raise ModelError(f"number of observations (={N}) < number of random effects "
+                             f"(={t.nl * t.nc}) for term ({' + '.join(t.cnms)} | {t.group}); "
+                             "the random-effects parameters are probably unidentifiable")
     Zt = sp.vstack([_zt_block(t) for t in reterms], format="csc")
     Gp = np.concatenate([[0], np.cumsum([t.nl * t.nc for t in reterms])])
     theta0, lower, tnames = [], [], []

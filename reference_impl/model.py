@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,9 @@ import scipy.sparse as sp
 
 from .design import Design, build_design
 from .errors import ModelError
+from .factor import analyze
 from .families import Family, Response, make_family
+from .predictor import predictor
 
 
 @dataclass
@@ -67,6 +70,12 @@ class Model:
         with np.errstate(divide="ignore"):
             return self.offset + self.family.link.linkfun(self.response.mustart)
 
+    @cached_property
+    def aic(self) -> Callable[[np.ndarray, float], float]:
+        """`aic(mu, dev)` for this response (§2.2), its μ-free parts computed once."""
+        r = self.response
+        return self.family.aic_at(r.y, r.n, r.pw)
+
     # --- random effects ------------------------------------------------------------------------
     @cached_property
     def scalar_single(self) -> bool:
@@ -75,28 +84,52 @@ class Model:
         return len(terms) == 1 and terms[0].nc == 1
 
     @cached_property
+    def single_term(self) -> bool:
+        """One random-effects term: A is block diagonal, one nc×nc block per level."""
+        return len(self.design.reterms) == 1
+
+    @cached_property
     def fac(self) -> np.ndarray:
-        """Level (0-based) of each observation for the single scalar term."""
+        """Level (0-based) of each observation for the first (with `single_term`, the only) term."""
         return np.asarray(self.design.factor_codes[0], np.intp)
+
+    @cached_property
+    def J(self) -> sp.csr_matrix:
+        """nl×N indicator of the first term's levels (`fac2sparse`): `J @ v` sums v within levels."""
+        nl = self.design.reterms[0].nl
+        return sp.csr_matrix((np.ones(self.N), (self.fac, np.arange(self.N))), shape=(nl, self.N))
 
     @cached_property
     def zvals(self) -> np.ndarray:
         """The single scalar term's model-matrix column, one value per observation."""
-        Zt = self.Zt.tocsc()
-        out = np.zeros(self.N)
-        cols = np.repeat(np.arange(self.N), np.diff(Zt.indptr))
-        np.add.at(out, cols, Zt.data)
-        return out
+        return np.ascontiguousarray(self.design.reterms[0].mm[:, 0], float)
+
+    @cached_property
+    def _Zt_pattern(self) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, indptr) of Zt in CSC form: column n holds, term by term, the rows
+        `Gp_t + level·nc_t + j`, j < nc_t (§1.1), explicit zeros included, so Λ'Z' keeps it."""
+        d = self.design
+        rows = np.hstack([d.Gp[i] + t.codes[:, None] * t.nc + np.arange(t.nc)[None, :]
+                          for i, t in enumerate(d.reterms)])
+        nnz = rows.size
+        itype = np.int32 if max(nnz, self.q) < np.iinfo(np.int32).max else np.int64
+        return rows.ravel().astype(itype), np.arange(0, nnz + 1, rows.shape[1], dtype=itype)
 
     def LamtZt(self, theta: np.ndarray) -> sp.csc_matrix:
-        """Λ(θ)'Z' (q×N)."""
-        return (self.design.Lambdat(np.asarray(theta, float)) @ self.Zt).tocsc()
+        """Λ(θ)'Z' (q×N) on Zt's pattern: column n holds T_t' mm_t[n] for each term t (§1.2)."""
+        d = self.design
+        values = np.hstack([t.mm @ T for t, T in zip(d.reterms, d.T(theta))])
+        indices, indptr = self._Zt_pattern
+        return sp.csc_matrix((values.ravel(), indices, indptr), shape=(self.q, self.N))
+
+    @cached_property
+    def symbolic(self):
+        """CHOLMOD's symbolic analysis of A = Λ'Z'WZΛ + I: its pattern does not depend on θ or W."""
+        return analyze(self.LamtZt(self.theta0))
 
     def Zb(self, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
         """ZΛu (N)."""
-        if self.scalar_single:
-            return theta[0] * self.zvals * u[self.fac]
-        return self.LamtZt(theta).T @ u
+        return predictor(self, theta).Zb(u)
 
 
 def make_model(formula, data: pd.DataFrame, family="binomial", link=None,
@@ -106,9 +139,6 @@ def make_model(formula, data: pd.DataFrame, family="binomial", link=None,
     design = build_design(formula, data, weights=weights, offset=offset)
     response = fam.initialize(design.response, np.asarray(design.prior_weights, float))
     _check_response_not_constant(design, response)
-    if design.q >= design.N:
-        raise ModelError(f"number of observations (={design.N}) <= number of random effects (={design.q}); "
-                         "the random-effects parameters are probably unidentifiable")
     return Model(design, fam, response, list(design.messages),
                  list(design.warnings) + list(response.warnings))
 
