@@ -26,6 +26,7 @@ class Diff:
     tol: dict[str, float] | str
     ok: bool
     stage: int
+    gating: bool = True        # False: reported, but never fails its stage (informational)
 
     def to_json(self) -> dict[str, Any]:
         return {k: _plain(v) for k, v in asdict(self).items()}

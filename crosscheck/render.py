@@ -27,7 +27,7 @@ def _tol(d: Diff) -> str:
 def _row(d: Diff) -> str:
     delta = "-" if d.abs is None else f"{d.abs:.2e}"
     return (f"  {d.quantity[:34]:<34} {_num(d.python):>22} {_num(d.r):>22} {delta:>9}  "
-            f"{_tol(d):<21} {'ok' if d.ok else 'FAIL'}")
+            f"{_tol(d):<21} {'ok' if d.ok else 'FAIL' if d.gating else 'info'}")
 
 
 def shown_diffs(c: Comparison, verbose: bool) -> list[Diff]:
