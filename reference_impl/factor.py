@@ -1,16 +1,32 @@
 """The factorizations of one PIRLS working iteration (spec §3.1 steps 2–3).
 
-`L L' = Λ'Z'WZΛ + I` (ldL2 = log|A|), `RZX = L⁻¹ Λ'Z'W X`, `RX'RX = X'WX − RZX'RZX`.
-The permutation CHOLMOD applies does not change any of these quantities beyond rounding, so
-`L` here is unpermuted: diagonal when there is a single scalar term, dense otherwise.
+`L L' = P (Λ'Z'WZΛ + I) P'` (ldL2 = log|A|), `RZX = L⁻¹ P Λ'Z'W X`, `RX'RX = X'WX − RZX'RZX`.
+The fill-reducing permutation P changes none of these quantities beyond rounding, so each shape
+of A gets its own factor:
+
+* `DiagonalFactor` — one scalar term: A is diagonal, `L = diag(√A_jj)`.
+* `BlockFactor` — one vector term: A is block diagonal, nl blocks nc×nc, batched Cholesky.
+* `SparseFactor` — several terms: CHOLMOD's supernodal/simplicial LL' on the symbolic analysis
+  done once per model (`Model.symbolic`), as lme4 does.
+* `DenseFactor` — the scipy-only fallback for several terms when scikit-sparse is not importable
+  (`cholmod is None`): dense Cholesky of A, fine for q up to a few thousand.
+
+Λ'Z'W^½ arrives in the form its shape allows (`predictor.py`).
 """
 from __future__ import annotations
+
+from functools import cached_property
 
 import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
 
 from .errors import PirlsError
+
+try:
+    from sksparse import cholmod
+except ImportError:                  # scipy-only fallback: DenseFactor
+    cholmod = None
 
 
 class Factor:
@@ -23,9 +39,11 @@ class Factor:
         raise NotImplementedError
 
     def solve_L(self, b: np.ndarray) -> np.ndarray:
+        """L⁻¹ P b."""
         raise NotImplementedError
 
     def solve_Lt(self, b: np.ndarray) -> np.ndarray:
+        """P' L'⁻¹ b."""
         raise NotImplementedError
 
     def solve_A(self, b: np.ndarray) -> np.ndarray:
@@ -33,19 +51,17 @@ class Factor:
 
 
 class DiagonalFactor(Factor):
-    """Single scalar term: A is diagonal, `L = diag(√A_jj)` (§4.3: `sd_j = 1 / L_jj`)."""
+    """Single scalar term: A is diagonal, `L = diag(√A_jj)` (§4.3: `sd_j = 1 / L_jj`).
 
-    def __init__(self, theta: float, z: np.ndarray, sqrtW: np.ndarray, fac: np.ndarray, q: int):
-        self.fac, self.q = fac, q
-        self.m = theta * z * sqrtW                       # the nonzeros of Λ'Z'W^½
-        self.Ldiag = np.sqrt(1.0 + np.bincount(fac, self.m * self.m, minlength=q))
+    `m` holds the nonzeros of Λ'Z'W^½ (θ z_i √w_i, one per observation), `J` the level indicator."""
+
+    def __init__(self, m: np.ndarray, J: sp.csr_matrix):
+        self.m, self.J = m, J
+        self.Ldiag = np.sqrt(1.0 + J @ (m * m))
         self.ldL2 = 2.0 * float(np.sum(np.log(self.Ldiag)))
 
     def LamtUt_dot(self, v):
-        if v.ndim == 1:
-            return np.bincount(self.fac, self.m * v, minlength=self.q)
-        return np.stack([np.bincount(self.fac, self.m * v[:, k], minlength=self.q)
-                         for k in range(v.shape[1])], axis=1)
+        return self.J @ (self.m * v if v.ndim == 1 else self.m[:, None] * v)
 
     def solve_L(self, b):
         return b / (self.Ldiag if b.ndim == 1 else self.Ldiag[:, None])
@@ -53,11 +69,76 @@ class DiagonalFactor(Factor):
     solve_Lt = solve_L
 
 
-class DenseFactor(Factor):
-    """General terms: dense lower Cholesky of A."""
+class BlockFactor(Factor):
+    """Single vector term: A = blockdiag_l(I + Σ_{i∈l} m_i m_i'), m_i = √w_i T' mm_i (row i of
+    `M`, N×nc); `L` is the stack of the blocks' Cholesky factors (nl×nc×nc)."""
 
-    def __init__(self, LamtZt: sp.csc_matrix, sqrtW: np.ndarray):
-        self.LamtUt = (LamtZt @ sp.diags(sqrtW)).tocsr()
+    def __init__(self, M: np.ndarray, J: sp.csr_matrix):
+        self.M, self.J = M, J
+        N, nc = M.shape
+        self.nc = nc
+        S = (J @ (M[:, :, None] * M[:, None, :]).reshape(N, nc * nc)).reshape(-1, nc, nc)
+        self.L = np.linalg.cholesky(S + np.eye(nc))
+        self.ldL2 = 2.0 * float(np.sum(np.log(np.diagonal(self.L, axis1=1, axis2=2))))
+
+    def LamtUt_dot(self, v):
+        N, nc = self.M.shape
+        if v.ndim == 1:
+            return (self.J @ (self.M * v[:, None])).ravel()
+        k = v.shape[1]
+        return (self.J @ (self.M[:, :, None] * v[:, None, :]).reshape(N, nc * k)).reshape(-1, k)
+
+    def solve_L(self, b):
+        return _forward(self.L, b.reshape(len(self.L), self.nc, -1)).reshape(b.shape)
+
+    def solve_Lt(self, b):
+        return _backward(self.L, b.reshape(len(self.L), self.nc, -1)).reshape(b.shape)
+
+
+def _forward(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """X with L_l X_l = B_l for each lower-triangular block (L: n×c×c, B: n×c×k), row by row."""
+    X = np.empty_like(B)
+    for i in range(L.shape[1]):
+        X[:, i] = (B[:, i] - np.einsum("nj,njk->nk", L[:, i, :i], X[:, :i])) / L[:, i, i, None]
+    return X
+
+
+def _backward(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """X with L_l' X_l = B_l for each lower-triangular block, from the last row up."""
+    X = np.empty_like(B)
+    for i in reversed(range(L.shape[1])):
+        X[:, i] = (B[:, i] - np.einsum("nj,njk->nk", L[:, i + 1:, i], X[:, i + 1:])) / L[:, i, i, None]
+    return X
+
+
+class SparseFactor(Factor):
+    """General terms: CHOLMOD's `P A P' = L L'` from the model's symbolic analysis (§3.1 step 2)."""
+
+    def __init__(self, LamtUt: sp.csc_matrix, symbolic):
+        self.LamtUt = LamtUt
+        self.F = symbolic.cholesky_AAt(LamtUt, beta=1.0)
+        self.ldL2 = float(self.F.logdet())
+
+    def LamtUt_dot(self, v):
+        return self.LamtUt @ v
+
+    def solve_L(self, b):
+        return self.F.solve_L(self.F.apply_P(b), use_LDLt_decomposition=False)
+
+    def solve_Lt(self, b):
+        return self.F.apply_Pt(self.F.solve_Lt(b, use_LDLt_decomposition=False))
+
+
+def analyze(LamtZt: sp.csc_matrix):
+    """CHOLMOD's symbolic analysis of Λ'Z'(Λ'Z')' + I: fill-reducing P and the pattern of L."""
+    return cholmod.analyze_AAt(LamtZt)
+
+
+class DenseFactor(Factor):
+    """General terms without CHOLMOD: dense lower Cholesky of A (P = I)."""
+
+    def __init__(self, LamtUt: sp.csc_matrix):
+        self.LamtUt = LamtUt.tocsr()
         A = (self.LamtUt @ self.LamtUt.T).toarray()
         A[np.diag_indices_from(A)] += 1.0
         self.L = la.cholesky(A, lower=True)
@@ -73,29 +154,38 @@ class DenseFactor(Factor):
         return la.solve_triangular(self.L, b, lower=True, trans="T")
 
 
-def make_factor(model, theta: np.ndarray, sqrtW: np.ndarray) -> Factor:
-    if model.scalar_single:
-        return DiagonalFactor(float(theta[0]), model.zvals, sqrtW, model.fac, model.q)
-    return DenseFactor(model.LamtZt(theta), sqrtW)
-
-
 class Decomposition:
-    """L, RZX and RX at one set of weights (`updateXwts` + `updateDecomp`, §3.1)."""
+    """L, RZX and RX at one set of weights (`updateXwts` + `updateDecomp`, §3.1).
 
-    def __init__(self, model, theta: np.ndarray, sqrtW: np.ndarray):
-        self.sqrtW = sqrtW
-        self.L = make_factor(model, theta, sqrtW)
-        self.V = model.X * sqrtW[:, None]
-        self.RZX = self.L.solve_L(self.L.LamtUt_dot(self.V))
-        try:
-            self.RX = la.cholesky(self.V.T @ self.V - self.RZX.T @ self.RZX, lower=False)
-        except la.LinAlgError:
-            raise PirlsError("Downdated VtV is not positive definite") from None
-        self.ldRX2 = 2.0 * float(np.sum(np.log(np.diag(self.RX))))
+    RZX and RX are formed when first used; lme4 forms them in every iteration, and PIRLS's lme4
+    mode asks for them there (`check`) so that a failed downdate fails where lme4's does."""
+
+    def __init__(self, L: Factor, X: np.ndarray, sqrtW: np.ndarray):
+        self.L, self.sqrtW = L, sqrtW
+        self.V = X * sqrtW[:, None]
 
     @property
     def ldL2(self) -> float:
         return self.L.ldL2
+
+    @cached_property
+    def RZX(self) -> np.ndarray:
+        return self.L.solve_L(self.L.LamtUt_dot(self.V))
+
+    @cached_property
+    def RX(self) -> np.ndarray:
+        try:
+            return la.cholesky(self.V.T @ self.V - self.RZX.T @ self.RZX, lower=False)
+        except la.LinAlgError:
+            raise PirlsError("Downdated VtV is not positive definite") from None
+
+    def check(self) -> None:
+        """Form RX now: raises PirlsError where lme4's `updateDecomp` fails (§3.1 step 3)."""
+        self.RX
+
+    @property
+    def ldRX2(self) -> float:
+        return 2.0 * float(np.sum(np.log(np.diag(self.RX))))
 
     def solve_u(self, wz: np.ndarray) -> np.ndarray:
         """u-only step: u = A⁻¹ Λ'Z'W z (`solveU`), `wz` = W^½ z."""

@@ -32,6 +32,12 @@ def _clamp01(p: Array) -> Array:
     return np.minimum(1.0 - EPS, p)
 
 
+def _plogis(eta: Array) -> Array:
+    """R's `plogis`: `1 / (1 + exp(-eta))`."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-eta))
+
+
 def _dlogis(eta: Array) -> Array:
     e = np.exp(-np.abs(eta))
     return e / (1.0 + e) ** 2
@@ -39,7 +45,7 @@ def _dlogis(eta: Array) -> Array:
 
 LINKS: dict[str, Link] = {
     "logit": Link("logit", special.logit,
-                  lambda eta: np.maximum(EPS, _clamp01(special.expit(eta))),
+                  lambda eta: np.maximum(EPS, _clamp01(_plogis(eta))),
                   lambda eta: np.maximum(EPS, _dlogis(eta))),
     "probit": Link("probit", special.ndtri,
                    lambda eta: _clamp01(special.ndtr(eta)),
@@ -69,20 +75,8 @@ LINKS: dict[str, Link] = {
 def _ylogy(y: Array, m: Array) -> Array:
     """`y * log(y/m)` with the log term 0 where `y/m == 0` (lme4's `Y_log_Y`)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        v = y / m
-        return y * np.where(v == 0.0, 0.0, np.log(np.where(v == 0.0, 1.0, v)))
-
-
-def _log_dbinom(x: Array, size: Array, p: Array) -> Array:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lchoose = special.gammaln(size + 1) - special.gammaln(x + 1) - special.gammaln(size - x + 1)
-        return lchoose + special.xlogy(x, p) + special.xlog1py(size - x, -p)
-
-
-def _log_dpois(y: Array, mu: Array) -> Array:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = special.xlogy(y, mu) - mu - special.gammaln(y + 1)
-    return np.where(y == np.round(y), out, -np.inf)
+        v = np.divide(y, m)
+    return y * np.log(v, out=np.zeros_like(v), where=v != 0.0)
 
 
 @dataclass(frozen=True)
@@ -128,7 +122,12 @@ class Family:
         raise NotImplementedError
 
     def aic(self, y: Array, n: Array, mu: Array, pw: Array, dev: float) -> float:
-        raise NotImplementedError
+        return self.aic_at(y, n, pw)(mu, dev)
+
+    def aic_at(self, y: Array, n: Array, pw: Array) -> Callable[[Array, float], float]:
+        """`aic` as a function of `(mu, dev)` for fixed data, its μ-free parts (log-binomial
+        coefficients, log y!) computed once; families define `aic` or this."""
+        return lambda mu, dev: self.aic(y, n, mu, pw, dev)
 
     def initialize(self, response, prior_weights: Array) -> Response:
         """R's `family$initialize` for a `design.Response` (§2.1)."""
@@ -160,12 +159,20 @@ class Binomial(Family):
     def devresid(self, y, mu, pw):
         return 2.0 * pw * (_ylogy(y, mu) + _ylogy(1.0 - y, 1.0 - mu))
 
-    def aic(self, y, n, mu, pw, dev):
+    def aic_at(self, y, n, pw):
+        """`-2 Σ c_i log dbinom(round(m_i y_i), round(m_i), mu_i)` (§2.2)."""
         m = n if np.any(n > 1) else pw
         yy = np.round(m * y)
         m = np.round(m)
         c = np.where(m <= 0, 0.0, pw / np.where(m <= 0, 1.0, m))
-        return -2.0 * float(np.sum(np.where(c == 0, 0.0, c * _log_dbinom(yy, m, mu))))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lchoose = special.gammaln(m + 1) - special.gammaln(yy + 1) - special.gammaln(m - yy + 1)
+
+        def aic(mu, dev):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                log_dbinom = lchoose + special.xlogy(yy, mu) + special.xlog1py(m - yy, -mu)
+            return -2.0 * float(np.sum(np.where(c == 0, 0.0, c * log_dbinom)))
+        return aic
 
     def initialize(self, response, prior_weights):
         warnings: list[str] = []
@@ -208,8 +215,16 @@ class Poisson(Family):
     def devresid(self, y, mu, pw):
         return 2.0 * pw * (_ylogy(y, mu) - (y - mu))
 
-    def aic(self, y, n, mu, pw, dev):
-        return -2.0 * float(np.sum(_log_dpois(y, mu) * pw))
+    def aic_at(self, y, n, pw):
+        """`-2 Σ pw_i log dpois(y_i, mu_i)`, +Inf for non-integer y (§2.2)."""
+        log_y_factorial = special.gammaln(y + 1)
+        whole = y == np.round(y)
+
+        def aic(mu, dev):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                log_dpois = special.xlogy(y, mu) - mu - log_y_factorial
+            return -2.0 * float(np.sum(np.where(whole, log_dpois, -np.inf) * pw))
+        return aic
 
     def initialize(self, response, prior_weights):
         y = _single_column(response, self.name)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from .agq import check_vector_agq, vector_agq_by_level
 from .errors import ModelError
@@ -98,7 +97,7 @@ class DevianceFunction:
             res = pirls(m, theta, eta, m.offset + m.X @ beta, self._u, self._beta, u_only=True,
                         mode=self.mode, tol=self.tol)
         self._u = res.u
-        aic = m.family.aic(m.response.y, m.response.n, res.mu, m.response.pw, res.drsum)
+        aic = m.aic(res.mu, res.drsum)
         if self.nAGQ <= 1:
             value = res.ldL2 + res.ussq + aic
         else:
@@ -113,14 +112,14 @@ class DevianceFunction:
         if not m.scalar_single:                      # exact mode, one vector term (agq.py)
             return float(np.sum(vector_agq_by_level(m, theta, beta, res, self.nAGQ)))
         z, w, ldnorm = ghrule(self.nAGQ)
-        G = group_sum_matrix(m)
+        J = m.J
         offset = m.offset + m.X @ beta
-        devc0 = res.u ** 2 + G @ fam.devresid(resp.y, res.mu, resp.pw)
+        devc0 = res.u ** 2 + J @ fam.devresid(resp.y, res.mu, resp.pw)
         sd = 1.0 / res.decomp.L.Ldiag
         moving = z != 0.0
         uk = res.u[:, None] + sd[:, None] * z[moving][None, :]                  # q × k
         etak = offset[:, None] + theta[0] * m.zvals[:, None] * uk[m.fac, :]
-        devck = uk ** 2 + G @ fam.devresid(resp.y[:, None], fam.linkinv(etak), resp.pw[:, None])
+        devck = uk ** 2 + J @ fam.devresid(resp.y[:, None], fam.linkinv(etak), resp.pw[:, None])
         terms = np.exp(-0.5 * (devck - devc0[:, None]) - ldnorm[moving]) * (w[moving] / SQRT_2PI)
         mult = terms.sum(axis=1) + w[~moving].sum()
         if self.mode == "lme4":
@@ -136,12 +135,6 @@ class DevianceFunction:
         """`pp$linPred(1)` = Xβ + ZΛu of the last evaluation, without offset (§3.3)."""
         ev, m = self.last, self.model
         return m.X @ ev.beta + m.Zb(ev.pars[:self.nth], ev.u)
-
-
-def group_sum_matrix(model) -> sp.csr_matrix:
-    """q×N indicator of the single scalar term's levels: `G @ v` sums v within each level."""
-    N = model.N
-    return sp.csr_matrix((np.ones(N), (model.fac, np.arange(N))), shape=(model.q, N))
 
 
 def check_agq(model, nAGQ: int, mode: str = "lme4") -> None:

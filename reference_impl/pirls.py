@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import PirlsError
 from .factor import Decomposition
+from .predictor import predictor
 
 DBL_MAX = np.finfo(float).max
 TOL_PWRSS = 1e-7          # glmerControl(tolPwrss)
@@ -57,13 +58,18 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
     in the first iteration, as in lme4.
     """
     fam, resp, X = model.family, model.response, model.X
-    theta = np.asarray(theta, float)
+    pred = predictor(model, theta)
     mu = fam.linkinv(eta)
     u, beta = u_prev, beta_prev if not u_only else np.zeros(model.p)
 
     def linpred(u, beta):
-        zb = model.Zb(theta, u)
+        zb = pred.Zb(u)
         return offset + zb if u_only else offset + X @ beta + zb
+
+    def weights(eta, mu):
+        """mu.eta and W^½ = mu.eta √(pw / V(mu)) at (eta, mu) (§2.3)."""
+        mueta = fam.mu_eta(eta)
+        return mueta, mueta * np.sqrt(resp.pw / fam.variance(mu))
 
     def pdev_at(mu, u):
         drsum = float(np.sum(fam.devresid(resp.y, mu, resp.pw)))
@@ -73,9 +79,10 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
     oldpdev, trace, converged = DBL_MAX, [], False
     for it in range(EXACT_MAXIT if exact else maxit):
         olddelu, olddelb = u, beta
-        mueta = fam.mu_eta(eta)
-        sqrtW = mueta * np.sqrt(resp.pw / fam.variance(mu))
-        decomp = Decomposition(model, theta, sqrtW)
+        mueta, sqrtW = weights(eta, mu)
+        decomp = Decomposition(pred.factor(sqrtW), X, sqrtW)
+        if not exact:
+            decomp.check()
         wz = sqrtW * ((eta - offset) + (resp.y - mu) / mueta)
         if u_only:
             u = decomp.solve_u(wz)
@@ -109,8 +116,8 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
     if not converged:
         raise PirlsError("pwrssUpdate did not converge in (maxit) iterations")
     if exact:
-        mueta = fam.mu_eta(eta)
-        decomp = Decomposition(model, theta, mueta * np.sqrt(resp.pw / fam.variance(mu)))
+        _, sqrtW = weights(eta, mu)
+        decomp = Decomposition(pred.factor(sqrtW), X, sqrtW)
     return PirlsResult(u, beta, eta, mu, decomp, drsum, it + 1, trace)
 
 
