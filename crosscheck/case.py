@@ -58,6 +58,7 @@ class Case:
     weights: str | None = None
     offset: str | None = None
     nagq: tuple[int, ...] = (1,)
+    control: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -65,7 +66,7 @@ class Case:
     @classmethod
     def make(cls, data: pd.DataFrame, formula: str, family: str, link: str | None = None,
              weights: str | None = None, offset: str | None = None, nagq=(1,), name: str = "",
-             source: str = "", **extra) -> Case:
+             source: str = "", control: dict | None = None, **extra) -> Case:
         """Validate everything a fit would otherwise find late (or evaluate): the formula grammar,
         family and link names, nAGQ values, and that every column named exists."""
         if not isinstance(data, pd.DataFrame):
@@ -85,8 +86,8 @@ class Case:
         if missing:
             raise CaseError(f"column(s) {', '.join(map(repr, missing))} of the formula are not in "
                             f"the data (columns: {', '.join(map(str, data.columns))})")
-        return cls(data, formula.strip(), family, link, weights, offset, parse_nagq(nagq), name,
-                   source, extra)
+        return cls(data, formula.strip(), family, link, weights, offset, parse_nagq(nagq),
+                   parse_control(control), name, source, extra)
 
     def with_nagq(self, nagq) -> Case:
         return replace(self, nagq=parse_nagq(nagq))
@@ -95,7 +96,8 @@ class Case:
         """Everything but the data, as plain JSON values."""
         return {"name": self.name, "formula": self.formula, "family": self.family,
                 "link": self.link, "weights": self.weights, "offset": self.offset,
-                "nagq": list(self.nagq), "source": self.source, "nrow": len(self.data)}
+                "nagq": list(self.nagq), "control": dict(self.control), "source": self.source,
+                "nrow": len(self.data)}
 
     # -- case files -------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -118,7 +120,7 @@ class Case:
             raise CaseError(f"{where}: not a {FORMAT} version {VERSION} file "
                             f"(format={doc.get('format')!r}, version={doc.get('version')!r})")
         known = {"format", "version", "name", "formula", "family", "link", "weights", "offset",
-                 "nagq", "source", "data", "data_file", "truth", "structure"}
+                 "nagq", "control", "source", "data", "data_file", "truth", "structure"}
         unknown = sorted(set(doc) - known)
         if unknown:
             raise CaseError(f"{where}: unknown field(s) {', '.join(unknown)}")
@@ -139,7 +141,7 @@ class Case:
         return cls.make(data, get.string("formula"), get.string("family"),
                         get.string("link", True), get.string("weights", True),
                         get.string("offset", True), nagq, get.string("name", True) or "",
-                        get.string("source", True) or "", **extra)
+                        get.string("source", True) or "", doc.get("control"), **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> Case:
@@ -177,6 +179,43 @@ def parse_nagq(values) -> tuple[int, ...]:
     if not out:
         raise CaseError("no nAGQ value given")
     return tuple(out)
+
+
+# glmerControl() settings a case may carry (both sides honour them), with their value checks
+CONTROL = {"tolPwrss": float, "calc.derivs": bool, "boundary.tol": float}
+OPT_CONTROL = {"maxfun": int}
+
+
+def parse_control(control: Any) -> dict[str, Any]:
+    """A case's glmerControl settings: `tolPwrss`, `calc.derivs`, `boundary.tol` and
+    `optCtrl = {maxfun}`; anything else is refused by name."""
+    if control is None:
+        return {}
+    if not isinstance(control, dict):
+        raise CaseError(f"control must be an object of glmerControl settings, got {_json_type(control)}")
+    out = {}
+    for key, value in control.items():
+        if key == "optCtrl":
+            if not isinstance(value, dict):
+                raise CaseError(f"control.optCtrl must be an object, got {_json_type(value)}")
+            out[key] = {k: _control_value(f"control.optCtrl.{k}", OPT_CONTROL, k, v) for k, v in value.items()}
+        else:
+            out[key] = _control_value(f"control.{key}", CONTROL, key, value)
+    return out
+
+
+def _control_value(where: str, allowed: dict, key: str, value: Any):
+    if key not in allowed:
+        raise CaseError(f"{where}: unsupported setting (supported: {', '.join([*CONTROL, 'optCtrl'])}; "
+                        f"optCtrl: {', '.join(OPT_CONTROL)})")
+    kind = allowed[key]
+    ok = (isinstance(value, bool) if kind is bool
+          else isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value) and value > 0 and (kind is float or value == int(value)))
+    if not ok:
+        raise CaseError(f"{where}: expected a {'true/false' if kind is bool else 'positive ' + kind.__name__}, "
+                        f"got {value!r}")
+    return kind(value)
 
 
 # -- data --------------------------------------------------------------------------------------------

@@ -173,3 +173,7 @@ def run(nagq: str):
         click.echo(render_text(report) + "\n")
         passed &= report.passed
     sys.exit(EXIT_MATCH if passed else EXIT_MISMATCH)
+
+
+if __name__ == "__main__":
+    main()

@@ -87,7 +87,8 @@ class PythonSide:
         try:
             design = build_design(case.formula, case.data, weights=case.weights, offset=case.offset)
             fit = ri.glmer(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
-                           weights=case.weights, offset=case.offset, mode=self.mode)
+                           weights=case.weights, offset=case.offset, mode=self.mode,
+                           control=case.control)
         except Exception as e:                       # noqa: BLE001 — a crash is reported, not raised
             return _refusal("python", e, nAGQ)
         result = FitResult.from_reference(fit, design)
@@ -99,7 +100,8 @@ class PythonSide:
         """The deviance function at each of `pars`, restarting PIRLS from `lp0` (R's, so that both
         sides evaluate the same function, §3.3) or from the reference's own when None."""
         f = ri.devfun(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
-                      weights=case.weights, offset=case.offset, mode=self.mode, lp0=lp0)
+                      weights=case.weights, offset=case.offset, mode=self.mode, lp0=lp0,
+                      control=case.control)
         out = []
         for p in pars:
             try:
@@ -129,7 +131,8 @@ class RSide:
         return self._versions
 
     def _args(self, case: Case) -> dict:
-        return dict(link=case.link, weights=case.weights, offset=case.offset, timeout=self.timeout)
+        return dict(link=case.link, weights=case.weights, offset=case.offset,
+                    control=case.control or None, timeout=self.timeout)
 
     def fit(self, case: Case, nAGQ: int, saturated_C: float | None = None) -> FitResult:
         C = saturated(case) if saturated_C is None else saturated_C
