@@ -33,8 +33,8 @@ have exactly the categories (as strings) as levels, in order. Column classes fol
 read back from R and checked (`check_column_types`) on every transfer.
 
 Formulas cross as strings. glmer.R refuses anything but a single two-sided `~` call, but the model
-frame still evaluates the calls inside it: callers must pass formulas validated and rendered by
-``reference_impl.formula``.
+frame still evaluates the calls inside it, so `fit`, `fit_glmmtmb` and `devfun` check every formula
+against ``reference_impl.formula``'s grammar first (FormulaError) and R never sees one outside it.
 """
 
 from __future__ import annotations
@@ -389,7 +389,7 @@ class RSession:
             return self._run(run, timeout)
 
     # -- r_scripts/glmer.R ---------------------------------------------------------------------
-    # `formula` must come from reference_impl.formula (validated, rendered for R); weights and
+    # `formula` is checked against reference_impl.formula's grammar before R sees it; weights and
     # offset name columns of `data`; `control` holds glmerControl() arguments. Each returns the
     # record list(ok, error, warnings, messages, value) as a dict (fields: glmer.R).
 
@@ -397,7 +397,7 @@ class RSession:
             nAGQ: int = 1, weights: str | None = None, offset: str | None = None,
             control: Mapping | None = None, timeout: float | None = None) -> dict:
         """glmer (`cc_glmer_fit`)."""
-        return self.call("cc_glmer_fit", data=data, formula=formula, family=family, link=link,
+        return self.call("cc_glmer_fit", data=data, formula=_grammatical(formula), family=family, link=link,
                          nAGQ=nAGQ, weights=weights, offset=offset, control=control,
                          timeout=timeout)
 
@@ -405,14 +405,14 @@ class RSession:
                     link: str | None = None, weights: str | None = None,
                     offset: str | None = None, timeout: float | None = None) -> dict:
         """glmmTMB's Laplace fit in lme4's parametrisation (`cc_glmmtmb_fit`)."""
-        return self.call("cc_glmmtmb_fit", data=data, formula=formula, family=family, link=link,
+        return self.call("cc_glmmtmb_fit", data=data, formula=_grammatical(formula), family=family, link=link,
                          weights=weights, offset=offset, timeout=timeout)
 
     def devfun(self, data: pd.DataFrame, formula: str, family: str, *, link: str | None = None,
                nAGQ: int = 1, weights: str | None = None, offset: str | None = None,
                control: Mapping | None = None, timeout: float | None = None) -> dict:
         """Register glmer's deviance function (`cc_devfun`); value["id"] names it."""
-        return self.call("cc_devfun", data=data, formula=formula, family=family, link=link,
+        return self.call("cc_devfun", data=data, formula=_grammatical(formula), family=family, link=link,
                          nAGQ=nAGQ, weights=weights, offset=offset, control=control,
                          timeout=timeout)
 
@@ -446,6 +446,14 @@ class RSession:
             if interrupt.fired:
                 raise RTimeout(f"R call interrupted after {timeout} s") from None
             raise RBridgeError(str(e).strip()) from None
+
+
+def _grammatical(formula: str) -> str:
+    """`formula` itself, once it has passed the reference's grammar (FormulaError otherwise)."""
+    from reference_impl.formula import parse_formula
+
+    parse_formula(formula)
+    return formula
 
 
 def _poll_while_sleeping(usec: int = 50_000) -> None:

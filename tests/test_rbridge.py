@@ -12,6 +12,7 @@ from scipy.stats import binom
 
 from crosscheck.rbridge import R_SCRIPTS, RBridgeError, RTimeout, check_column_types
 from crosscheck.result import FitResult
+from reference_impl import FormulaError
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 REL = 1e-8
@@ -219,7 +220,11 @@ def test_unknown_columns_and_families_are_error_records(R, cbpp):
     assert "'sz'" in R.fit(cbpp, "incidence/size ~ period + (1 | herd)", "binomial",
                            weights="sz")["error"]
     assert "unsupported family" in R.fit(cbpp, CBPP, "quasi")["error"]
-    assert "not a two-sided formula" in R.fit(cbpp, "system('true')", "binomial")["error"]
+    with pytest.raises(FormulaError, match="function 'system'"):
+        R.fit(cbpp, "y ~ system('true')", "binomial")            # refused before R sees it
+    # glmer.R's own check, for callers that reach it directly
+    assert "not a two-sided formula" in R.call("cc_glmer_fit", data=cbpp, formula="system('true')",
+                                               family="binomial")["error"]
 
 
 def test_fit_result_from_r(fit1):
