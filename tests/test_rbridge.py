@@ -217,7 +217,7 @@ def test_convergence_warnings_are_data(R, cbpp):
 
 
 def test_unknown_columns_and_families_are_error_records(R, cbpp):
-    assert "'sz'" in R.fit(cbpp, "incidence/size ~ period + (1 | herd)", "binomial",
+    assert "'sz'" in R.fit(cbpp, "incidence ~ period + (1 | herd)", "poisson",
                            weights="sz")["error"]
     assert "unsupported family" in R.fit(cbpp, CBPP, "quasi")["error"]
     with pytest.raises(FormulaError, match="function 'system'"):
