@@ -30,20 +30,21 @@ def r_name(name: str) -> str:
     return f"`{name}`"
 
 
-def _r_number(v: float) -> str:
+def _number(v: float, na: str, inf: str) -> str:
+    """A float literal that round-trips (repr), with the language's words for NA and ±infinity."""
     if math.isnan(v):
-        return "NA"
+        return na
     if math.isinf(v):
-        return "Inf" if v > 0 else "-Inf"
+        return inf if v > 0 else "-" + inf
     return repr(float(v))
+
+
+def _r_number(v: float) -> str:
+    return _number(v, "NA", "Inf")
 
 
 def _py_number(v: float) -> str:
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return repr(float(v))
+    return _number(v, "nan", "inf")
 
 
 def _r_column(s: pd.Series, inline: bool) -> str:
@@ -78,20 +79,26 @@ def _py_column(s: pd.Series, inline: bool) -> str:
     return repr([None if pd.isna(v) else str(v) for v in s])
 
 
+def _load(case: Case, inline: bool, column, frame, read_csv: str, assign) -> str:
+    """The lines that make `data`: a literal frame of `column(s, True)` values, or reading
+    data.csv and restoring each factor's levels with `assign(name, column(s, False))`."""
+    if inline:
+        return frame([(str(c), column(case.data[c], True)) for c in case.data.columns])
+    return "\n".join([read_csv, *(assign(str(c), column(case.data[c], False))
+                                  for c in case.data.columns
+                                  if isinstance(case.data[c].dtype, pd.CategoricalDtype))])
+
+
 def r_script(case: Case, inline: bool) -> str:
     family = f"{case.family}({'' if case.link is None else 'link = ' + r_string(case.link)})"
     extra = "".join(f", {arg} = {r_name(col)}" for arg, col in (("weights", case.weights),
                                                                 ("offset", case.offset)) if col)
-    if inline:
-        cols = ",\n  ".join(f"{r_name(str(c))} = {_r_column(case.data[c], True)}" for c in case.data.columns)
-        load = f"data <- data.frame(\n  {cols},\n  check.names = FALSE)"
-    else:
-        conv = "\n".join(f"data[[{r_string(str(c))}]] <- {_r_column(case.data[c], False)}"
-                         for c in case.data.columns
-                         if isinstance(case.data[c].dtype, pd.CategoricalDtype))
-        load = ('here <- dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1]))\n'
-                'data <- read.csv(file.path(if (is.na(here)) "." else here, "data.csv"), check.names = FALSE)\n'
-                + conv)
+    load = _load(case, inline, _r_column,
+                 lambda cols: "data <- data.frame(\n  " + ",\n  ".join(
+                     f"{r_name(c)} = {v}" for c, v in cols) + ",\n  check.names = FALSE)",
+                 'here <- dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1]))\n'
+                 'data <- read.csv(file.path(if (is.na(here)) "." else here, "data.csv"), check.names = FALSE)',
+                 lambda c, v: f"data[[{r_string(c)}]] <- {v}")
     return f"""# Reproduces glmm-crosscheck case {case.name or '(unnamed)'} with glmer.
 #   Rscript {case.name or 'case'}.R
 suppressPackageStartupMessages(library(lme4))
@@ -109,14 +116,11 @@ cat("lme4", as.character(packageVersion("lme4")), "R", R.version.string, "\\n")
 
 
 def python_script(case: Case, inline: bool) -> str:
-    if inline:
-        cols = ",\n    ".join(f"{str(c)!r}: {_py_column(case.data[c], True)}" for c in case.data.columns)
-        load = f"data = pd.DataFrame({{\n    {cols},\n}})"
-    else:
-        conv = "\n".join(f"data[{str(c)!r}] = {_py_column(case.data[c], False)}"
-                         for c in case.data.columns
-                         if isinstance(case.data[c].dtype, pd.CategoricalDtype))
-        load = ("data = pd.read_csv(Path(__file__).with_name('data.csv'), keep_default_na=True)\n" + conv)
+    load = _load(case, inline, _py_column,
+                 lambda cols: "data = pd.DataFrame({\n    " + ",\n    ".join(
+                     f"{c!r}: {v}" for c, v in cols) + ",\n})",
+                 "data = pd.read_csv(Path(__file__).with_name('data.csv'), keep_default_na=True)",
+                 lambda c, v: f"data[{c!r}] = {v}")
     return f"""\"\"\"Reproduces glmm-crosscheck case {case.name or '(unnamed)'} with the Python reference.\"\"\"
 from math import inf, nan
 from pathlib import Path
