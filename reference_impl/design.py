@@ -35,6 +35,7 @@ class ReTerm:
     cnms: tuple[str, ...]
     codes: np.ndarray = field(repr=False)
     mm: np.ndarray = field(repr=False)
+    label: str = ""                # the term as lme4 names it in messages, e.g. "(1 + x | g)"
 
     @property
     def nc(self) -> int:
@@ -122,7 +123,7 @@ def build_design(formula, data: pd.DataFrame, weights=None, offset=None) -> Desi
 
     off = np.zeros(N)
     for o in f.offsets:
-        off = off + evaluate(o, data)
+        off = off + _evaluated(o, data)
     if offset is not None:
         off = off + _vector_arg(offset, data, N, "offset")
     pw = np.ones(N) if weights is None else _vector_arg(weights, data, N, "weights")
@@ -143,7 +144,7 @@ def build_design(formula, data: pd.DataFrame, weights=None, offset=None) -> Desi
                              "(lme4: grouping factors must have > 1 sampled level)")
         if t.nl * t.nc > N:                 # checkZdims with glmer's allow.n = TRUE (§1.1)
             raise ModelError(f"number of observations (={N}) < number of random effects "
-                             f"(={t.nl * t.nc}) for term ({' + '.join(t.cnms)} | {t.group}); "
+                             f"(={t.nl * t.nc}) for term {t.label}; "
                              "the random-effects parameters are probably unidentifiable")
     Zt = sp.vstack([_zt_block(t) for t in reterms], format="csc")
     Gp = np.concatenate([[0], np.cumsum([t.nl * t.nc for t in reterms])])
@@ -162,6 +163,8 @@ def _check_columns(data: pd.DataFrame, used: set[str]) -> None:
     for col in sorted(used):
         if col not in data.columns:
             raise ModelError(f"column {col!r} is not in the data (columns: {', '.join(map(str, data.columns))})")
+        if (data.columns == col).sum() > 1:
+            raise ModelError(f"column {col!r} appears {(data.columns == col).sum()} times in the data")
         s = data[col]
         missing = s.isna().to_numpy()
         if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
@@ -173,12 +176,27 @@ def _check_columns(data: pd.DataFrame, used: set[str]) -> None:
 
 
 def _vector_arg(arg, data, N, what) -> np.ndarray:
-    v = data[arg].to_numpy(dtype=float) if isinstance(arg, str) else np.asarray(arg, float)
+    if isinstance(arg, str) and not pd.api.types.is_numeric_dtype(data[arg]):
+        raise ModelError(f"{what} column {arg!r} is not numeric")
+    try:
+        v = data[arg].to_numpy(dtype=float) if isinstance(arg, str) else np.asarray(arg, float)
+    except (TypeError, ValueError):
+        raise ModelError(f"{what} must be a column name or one number per row") from None
     if v.shape != (N,):
         raise ModelError(f"{what} must have one value per row ({N}), not shape {v.shape}")
     bad = np.flatnonzero(~np.isfinite(v))
     if bad.size:
         raise ModelError(f"{what} has a missing or infinite value at row {bad[0]}")
+    return v
+
+
+def _evaluated(node: Node, data: pd.DataFrame) -> np.ndarray:
+    """`evaluate(node, data)`, or ModelError naming the expression and the first row where it is
+    NaN or infinite (log(0), a division by zero, …)."""
+    v = evaluate(node, data)
+    bad = np.flatnonzero(~np.isfinite(v))
+    if bad.size:
+        raise ModelError(f"{node.deparse()} is NaN or infinite at row {bad[0]} ({v[bad[0]]:g})")
     return v
 
 
@@ -204,16 +222,16 @@ def _levels(s: pd.Series) -> tuple[list[str], np.ndarray]:
 
 def _response(node: Node, data: pd.DataFrame) -> Response:
     if node.op == "call":                                    # cbind(successes, failures)
-        return Response("cbind", successes=evaluate(node.args[1], data), failures=evaluate(node.args[2], data))
+        return Response("cbind", successes=_evaluated(node.args[1], data), failures=_evaluated(node.args[2], data))
     s = data[node.value]
     if pd.api.types.is_bool_dtype(s):
         return Response("logical", y=s.to_numpy(dtype=float))
-    if _is_categorical(s):
+    if isinstance(s.dtype, pd.CategoricalDtype):               # binomial: y != levels(y)[1] (§2.1)
         levels, codes = _levels(s)
-        if len(levels) > 2:
-            raise ModelError(f"response {node.value!r} is a factor with {len(levels)} levels; "
-                             "binomial needs two (or 0/1, logical, a proportion with weights)")
         return Response("factor", y=(codes != 0).astype(float), levels=tuple(levels))
+    if _is_categorical(s):                                     # lme4's mkRespMod refuses text
+        raise ModelError(f"response {node.value!r} holds text; glmer needs a numeric response "
+                         "(or, for binomial, a factor or logical one)")
     return Response("numeric", y=s.to_numpy(dtype=float))
 
 
@@ -236,7 +254,7 @@ def _columns_of(var: Node, data: pd.DataFrame, full: bool):
         offset = 0 if full else 1
         M = (codes[:, None] == (np.arange(len(keep)) + offset)[None, :]).astype(float)
         return [f"{var.value}{lv}" for lv in keep], M
-    return [var.deparse()], evaluate(var, data)[:, None]
+    return [var.deparse()], _evaluated(var, data)[:, None]
 
 
 def _model_matrix(intercept: bool, terms: list[Term], data: pd.DataFrame):
@@ -303,7 +321,8 @@ def _reterm(r: RandomTerm, data: pd.DataFrame) -> ReTerm:
         levels = [f"{a}:{b}" if a else b for a in levels for b in lv]
     used, codes = np.unique(codes, return_inverse=True)
     mm, cnms = _model_matrix(r.intercept, _ordered_terms_of(r.terms), data)
-    return ReTerm(r.group_name, tuple(levels[i] for i in used), tuple(cnms), codes.astype(np.intp), mm)
+    return ReTerm(r.group_name, tuple(levels[i] for i in used), tuple(cnms), codes.astype(np.intp), mm,
+                  r.to_r())
 
 
 def _ordered_terms_of(terms) -> list[Term]:

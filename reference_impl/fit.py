@@ -129,8 +129,16 @@ class Control:
 
     @classmethod
     def from_dict(cls, control: dict | None) -> "Control":
-        control = dict(control or {})
-        opt = dict(control.pop("optCtrl", {}) or {})
+        control = {} if control is None else control
+        if not isinstance(control, dict) or not isinstance(control.get("optCtrl") or {}, dict):
+            raise ModelError(f"control must be a dict of glmerControl settings (optCtrl a dict), not {control!r}")
+        control = dict(control)
+        opt = dict(control.pop("optCtrl", None) or {})
+        for key, value in [*control.items(), *opt.items()]:
+            if key == "calc.derivs" and not isinstance(value, bool):
+                raise ModelError(f"control setting 'calc.derivs' must be true or false, not {value!r}")
+            if key not in ("calc.derivs", "xst", "xt") and not _is_number(value):
+                raise ModelError(f"control setting '{key}' must be a number, not {value!r}")
         known = {"tolPwrss": "tolPwrss", "calc.derivs": "calc_derivs", "boundary.tol": "boundary_tol"}
         kw = {}
         for key, value in control.items():
@@ -141,6 +149,10 @@ class Control:
         if unknown:
             raise ModelError(f"unsupported optCtrl setting(s): {', '.join(sorted(unknown))}")
         return cls(maxfun=int(opt.get("maxfun", 10000)), optCtrl=opt, **kw)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def versions() -> dict[str, str]:
