@@ -422,6 +422,12 @@ class RSession:
         pars = np.atleast_2d(np.asarray(pars, dtype=np.float64))
         return self.call("cc_devfun_eval", id=devfun_id, pars=pars, timeout=timeout)
 
+    def devfun_trace(self, devfun_id: str, pars: np.ndarray, *,
+                     timeout: float | None = None) -> dict:
+        """PIRLS of a registered deviance function at `pars`, per iteration (`cc_devfun_trace`)."""
+        return self.call("cc_devfun_trace", id=devfun_id,
+                         pars=np.asarray(pars, dtype=np.float64).ravel(), timeout=timeout)
+
     def devfun_drop(self, devfun_id: str) -> dict:
         """Forget a registered deviance function."""
         return self.call("cc_devfun_drop", id=devfun_id)

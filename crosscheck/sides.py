@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 
 import numpy as np
@@ -37,6 +37,23 @@ class Evaluation:
     drsum: float
     u: np.ndarray
     error: str | None = None
+
+
+@dataclass
+class PirlsTrace:
+    """PIRLS at one parameter vector, per iteration (spec §3.2): penalized deviance after the
+    iteration (after any step-halving), step-halvings, and the evaluation it ends in (None when
+    PIRLS failed; `error` says why). `lines`: lme4's own printed trace (R only)."""
+
+    pdev: list[float]
+    halvings: list[int]
+    evaluation: Evaluation | None
+    error: str | None = None
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def iterations(self) -> int:
+        return len(self.pdev)
 
 
 def saturated(case: Case) -> float:
@@ -99,19 +116,33 @@ class PythonSide:
                  ) -> list[Evaluation]:
         """The deviance function at each of `pars`, restarting PIRLS from `lp0` (R's, so that both
         sides evaluate the same function, §3.3) or from the reference's own when None."""
-        f = ri.devfun(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
-                      weights=case.weights, offset=case.offset, mode=self.mode, lp0=lp0,
-                      control=case.control)
-        out = []
-        for p in pars:
-            try:
-                value = f(p)
-            except REFUSALS as e:
-                out.append(Evaluation(np.nan, np.nan, np.nan, np.nan, np.array([]), str(e)))
-                continue
-            ev = f.last
-            out.append(Evaluation(value, ev.ldL2, ev.ussq, ev.drsum, np.array(ev.u, float)))
-        return out
+        f = self._devfun(case, nAGQ, lp0)
+        return [_evaluate(f, p) for p in pars]
+
+    def trace(self, case: Case, nAGQ: int, pars: np.ndarray, lp0: np.ndarray | None) -> PirlsTrace:
+        """PIRLS at `pars`, per iteration (`PirlsResult.trace`), from `lp0` as in `evaluate`."""
+        f = self._devfun(case, nAGQ, lp0)
+        ev = _evaluate(f, pars)
+        if ev.error:
+            return PirlsTrace([], [], None, ev.error)
+        steps = f.last.pirls.trace
+        return PirlsTrace([p for p, _ in steps], [h for _, h in steps], ev)
+
+    def _devfun(self, case: Case, nAGQ: int, lp0: np.ndarray | None):
+        return ri.devfun(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
+                         weights=case.weights, offset=case.offset, mode=self.mode, lp0=lp0,
+                         control=case.control)
+
+
+def _evaluate(f, p) -> Evaluation:
+    """One evaluation of a reference deviance function; a PIRLS refusal is an Evaluation with
+    `error` set."""
+    try:
+        value = f(p)
+    except REFUSALS as e:
+        return Evaluation(np.nan, np.nan, np.nan, np.nan, np.array([]), str(e))
+    ev = f.last
+    return Evaluation(value, ev.ldL2, ev.ussq, ev.drsum, np.array(ev.u, float))
 
 
 class RSide:
@@ -165,6 +196,18 @@ class RSide:
             v = row["value"]
             out.append(Evaluation(v["value"], v["ldL2"], v["ussq"], v["drsum"], np.asarray(v["u"], float)))
         return out
+
+    def trace(self, devfun: dict, pars: np.ndarray) -> PirlsTrace:
+        """PIRLS at `pars`, per iteration (glmer.R's `cc_devfun_trace`)."""
+        record = self.session.devfun_trace(devfun["id"], pars, timeout=self.timeout)
+        if not record["ok"]:
+            raise RBridgeError(f"tracing glmer's PIRLS failed: {record['error']}")
+        v = record["value"]
+        s = v["state"]
+        ev = None if s is None else Evaluation(s["value"], s["ldL2"], s["ussq"], s["drsum"],
+                                               np.asarray(s["u"], float))
+        return PirlsTrace([float(x) for x in v["pdev"]], [int(h) for h in v["halvings"]], ev,
+                          v["error"], list(v["lines"]))
 
     def drop(self, devfun: dict) -> None:
         self.session.devfun_drop(devfun["id"])

@@ -229,6 +229,44 @@ cc_devfun_drop <- function(id) {
   })
 }
 
+# PIRLS of deviance function `id` at `pars`, iteration by iteration (spec §3.2, §9). lme4 prints
+# its own trace with `verbose` (> 2: a "pdev=" line per iteration; > 10: a line per step-halving),
+# to 6 digits; pdev after iteration k to full precision is read from a run stopped by maxit = k.
+# Every run restarts from the same predictor state (delu, delb: a first-iteration halving uses it).
+# Value: lines (lme4's trace), pdev, halvings (per iteration), iterations, error (PIRLS failure
+# or NULL) and state (cc_devfun_state of the complete run, NULL on failure).
+cc_devfun_trace <- function(id, pars) {
+  cc_capture({
+    f <- cc_devfun_get(id)
+    rho <- environment(f)
+    saved <- list(verbose = rho$verbose, maxit = rho$maxit, delu = rho$pp$delu, delb = rho$pp$delb)
+    on.exit({
+      rho$verbose <- saved$verbose
+      rho$maxit <- saved$maxit
+    })
+    run <- function(maxit, verbose) {
+      rho$pp$setDelu(saved$delu)
+      rho$pp$setDelb(saved$delb)
+      rho$maxit <- maxit
+      rho$verbose <- verbose
+      tryCatch(f(pars), error = function(e) e)
+    }
+    lines <- capture.output(value <- run(saved$maxit, 11L))
+    failed <- inherits(value, "error")
+    state <- if (!failed) cc_devfun_state(rho, value)
+    step <- cumsum(startsWith(lines, "*** pwrssUpdate step"))
+    n <- max(step, 0L)
+    halvings <- tabulate(step[startsWith(lines, "step-halving iteration")], n)
+    pdev <- vapply(seq_len(n), function(k) {
+      run(k, 0L)
+      rho$resp$resDev() + rho$pp$sqrL(1)
+    }, 0)
+    run(saved$maxit, 0L)
+    list(lines = I(lines), pdev = cc_vec(pdev), halvings = I(as.integer(halvings)),
+         iterations = n, error = if (failed) cc_text(value), state = state)
+  })
+}
+
 # --------------------------------------------------------------------------------------------
 # glmmTMB referee (Laplace)
 
