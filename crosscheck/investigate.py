@@ -1,0 +1,272 @@
+"""Why do the reference and glmer part? Evidence for one (case, nAGQ, mode), as a plain record.
+
+`investigate(case, nAGQ, mode)` runs the staged diagnosis (`compare_case`) and adds what a person
+needs to see the reason:
+
+* the objective profile along the segment between glmer's and the reference's optima,
+  evaluated by both deviance functions (R's lp0 on both sides, spec §3.3), and along each
+  parameter axis through glmer's optimum (±2/√H_ii from glmer's Hessian: the objective rises by
+  about 2 at the ends);
+* the PIRLS iterations side by side at one parameter vector (default glmer's optimum): pdev
+  after each iteration, step-halvings, iteration count (§3.2);
+* ldL2, ‖u‖² and Σ devResid at both optima, by both implementations (§4.4);
+* both sides' convergence diagnostics (optimizer, feval, gradient, Hessian eigenvalues, checkConv
+  messages, §6.2);
+* the fixed-modes Gauss–Newton answer: β from a loop that updates β by Gauss–Newton while
+  holding the conditional modes û(θ, β) fixed, at glmer's θ̂. It solves the joint penalized
+  (PQL-type) equations, which is what nAGQ = 0 optimizes (§4.1), not the Laplace objective of
+  nAGQ ≥ 1 (§4.2: ldL2 depends on β through the weights); the profile along the segment from it
+  to glmer's β̂ shows the components that separate the two.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reference_impl.errors import ModelError
+from reference_impl.model import make_model
+from reference_impl.pirls import pirls
+
+from .case import Case
+from .compare import Comparison, compare_case
+from .diagnose import STAGES
+from .diffs import _plain
+from .result import FitResult
+from .sides import Evaluation, PirlsTrace, PythonSide, RSide
+from .tolerances import Policy
+
+COMPONENTS = ("value", "ldL2", "ussq", "drsum")
+SEGMENT = (-0.5, 1.5)            # t of pars = glmer + t (python − glmer): 0 glmer, 1 python
+GN_TOL, GN_MAXIT = 1e-12, 1000
+
+
+@dataclass
+class Curve:
+    """Deviance-function values and components along a path, by both implementations."""
+
+    label: str
+    x: list[float]
+    python: dict[str, list[float]]
+    r: dict[str, list[float]]
+    marks: dict[str, float] = field(default_factory=dict)     # where the optima sit on x
+
+
+@dataclass
+class FixedModes:
+    """The fixed-modes Gauss–Newton β at glmer's θ̂, beside glmer's β̂ (see module doc)."""
+
+    theta: list[float]
+    beta: list[float]
+    glmer_beta: list[float]
+    iterations: int
+    max_abs_diff: float
+    profile: Curve | None          # nAGQ ≥ 1: from (θ̂, β_GN) at x = 0 to glmer's (θ̂, β̂) at 1
+
+
+@dataclass
+class Investigation:
+    case: dict[str, Any]
+    nAGQ: int
+    mode: str
+    verdict: str
+    stage_failed: str | None
+    comparison: dict[str, Any]
+    names: list[str] = field(default_factory=list)
+    optima: dict[str, list[float]] = field(default_factory=dict)
+    at_optima: dict[str, dict[str, float]] = field(default_factory=dict)   # "python@r", …
+    segment: Curve | None = None
+    axes: list[Curve] = field(default_factory=list)
+    trace_at: list[float] = field(default_factory=list)
+    traces: dict[str, dict[str, Any]] = field(default_factory=dict)
+    diagnostics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fixed_modes: FixedModes | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.comparison["passed"])
+
+    def to_json(self) -> dict[str, Any]:
+        return _json(asdict(self))
+
+
+def _json(v):
+    if isinstance(v, dict):
+        return {k: _json(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _json(v.tolist())
+    return _plain(v)
+
+
+def investigate(case: Case, nAGQ: int, mode: str = "lme4", at=None, policy: Policy | None = None,
+                r_side: RSide | None = None, points: int = 21) -> Investigation:
+    """Diagnose `case` at one nAGQ and mode and gather the evidence (module doc). `at`: the
+    parameter vector of the PIRLS trace (lme4's: θ for nAGQ = 0, c(θ, β) otherwise)."""
+    r_side = r_side or RSide()
+    report = compare_case(case.with_nagq([nAGQ]), (mode,), policy, r_side)
+    c = report.results[0]
+    d = c.diagnosis
+    inv = Investigation(report.to_json()["case"], nAGQ, mode, d.verdict,
+                        None if d.stage_failed is None else STAGES[d.stage_failed], c.to_json(),
+                        notes=list(d.notes))
+    if not (c.python.ok and c.r.ok):
+        inv.notes.append("no profiles: " + "; ".join(
+            f"{side} refused ({fit.error})" for side, fit in (("glmer", c.r), ("the reference", c.python))
+            if not fit.ok))
+        return inv
+    inv.names = list(c.r.theta_names) + (list(c.r.fixef) if nAGQ else [])
+    inv.optima = {"r": c.r.pars.tolist(), "python": c.python.pars.tolist()}
+    inv.diagnostics = {"r": r_diagnostics(c.r), "python": python_diagnostics(c.python)}
+    devfun = r_side.devfun(case, nAGQ)
+    try:
+        both = _Both(case, nAGQ, mode, r_side, devfun)
+        _profiles(inv, c, both, points)
+        at = c.r.pars if at is None else _parse_at(at, len(inv.names))
+        inv.trace_at = at.tolist()
+        inv.traces = {"r": _trace_json(r_side.trace(devfun, at)),
+                      "python": _trace_json(PythonSide(mode).trace(case, nAGQ, at, both.lp0))}
+        inv.fixed_modes = fixed_modes(case, c.r, both)
+    finally:
+        r_side.drop(devfun)
+    return inv
+
+
+class _Both:
+    """Both deviance functions of one (case, nAGQ, mode), evaluated at the same points."""
+
+    def __init__(self, case: Case, nAGQ: int, mode: str, r_side: RSide, devfun: dict):
+        self.case, self.nAGQ, self.r_side, self.devfun = case, nAGQ, r_side, devfun
+        self.python = PythonSide(mode)
+        self.lp0 = np.asarray(devfun["lp0"], float)
+
+    def evaluate(self, pars: list[np.ndarray]) -> tuple[list[Evaluation], list[Evaluation]]:
+        return (self.python.evaluate(self.case, self.nAGQ, pars, self.lp0),
+                self.r_side.evaluate(self.devfun, pars))
+
+    def curve(self, label: str, x, pars: list[np.ndarray], marks: dict[str, float]) -> Curve:
+        py, r = self.evaluate(pars)
+        return Curve(label, [float(v) for v in x], _columns(py), _columns(r), marks)
+
+
+def _columns(evs: list[Evaluation]) -> dict[str, list[float]]:
+    return {k: [float(getattr(e, k)) for e in evs] for k in COMPONENTS}
+
+
+def _profiles(inv: Investigation, c: Comparison, both: _Both, points: int) -> None:
+    r_opt, py_opt = c.r.pars, c.python.pars
+    py, r = both.evaluate([r_opt, py_opt])
+    for where, k in (("r", 0), ("python", 1)):
+        inv.at_optima[f"python@{where}"] = {q: float(getattr(py[k], q)) for q in COMPONENTS}
+        inv.at_optima[f"r@{where}"] = {q: float(getattr(r[k], q)) for q in COMPONENTS}
+    step = py_opt - r_opt
+    if np.any(step != 0):
+        t = np.linspace(*SEGMENT, points)
+        inv.segment = both.curve("glmer → python", t, [r_opt + s * step for s in t],
+                                 {"glmer": 0.0, "python": 1.0})
+    else:
+        inv.notes.append("the two optima are identical: no segment to profile")
+    widths = _axis_widths(c.r, r_opt)
+    lower = np.concatenate([np.asarray(c.r.extra.get("theta_lower", []), float),
+                            np.full(len(r_opt) - len(c.r.theta), -np.inf)])
+    for i, name in enumerate(inv.names):
+        x = np.linspace(max(r_opt[i] - widths[i], np.nan_to_num(lower[i], nan=-np.inf)),
+                        r_opt[i] + widths[i], points)
+        pars = [np.where(np.arange(len(r_opt)) == i, v, r_opt) for v in x]
+        inv.axes.append(both.curve(name, x, pars, {"glmer": float(r_opt[i]),
+                                                   "python": float(py_opt[i])}))
+
+
+def _axis_widths(r: FitResult, pars: np.ndarray) -> np.ndarray:
+    """±2/√H_ii from glmer's finite-difference Hessian where it is usable (nAGQ ≥ 1), else half
+    the parameter's size (at least 0.05)."""
+    fallback = 0.5 * np.maximum(np.abs(pars), 0.1)
+    H = (r.extra.get("derivs") or {}).get("Hessian")
+    if H is None or np.shape(H) != (len(pars), len(pars)):
+        return fallback
+    h = np.diag(np.asarray(H, float))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = 2.0 / np.sqrt(h)
+    return np.where(np.isfinite(w) & (h > 0), w, fallback)
+
+
+def _parse_at(at, n: int) -> np.ndarray:
+    if isinstance(at, str):
+        try:
+            at = [float(v) for v in at.split(",")]
+        except ValueError:
+            raise ModelError(f"--at must be comma-separated numbers, not {at!r}") from None
+    at = np.asarray(at, float).ravel()
+    if at.size != n:
+        raise ModelError(f"--at has {at.size} values; this deviance function takes {n}")
+    return at
+
+
+def _trace_json(t: PirlsTrace) -> dict[str, Any]:
+    ev = t.evaluation
+    return {"iterations": t.iterations, "pdev": t.pdev, "halvings": t.halvings, "error": t.error,
+            "lines": t.lines, "value": None if ev is None else float(ev.value),
+            "ldL2": None if ev is None else float(ev.ldL2)}
+
+
+# -- convergence diagnostics ----------------------------------------------------------------------
+def r_diagnostics(r: FitResult) -> dict[str, Any]:
+    """glmer's optinfo: optimizer, feval, return codes, gradient and Hessian (derivs), messages."""
+    x = r.extra
+    derivs = x.get("derivs") or {}
+    H = derivs.get("Hessian")
+    return {"converged": r.converged, "optimizer": r.optimizer, "feval": r.feval,
+            "conv_opt": x.get("conv_opt"), "optimizer_message": x.get("optimizer_message"),
+            "checkConv": list(x.get("conv_lme4") or []), "messages": list(r.messages),
+            "gradient": None if derivs.get("gradient") is None else np.ravel(derivs["gradient"]).tolist(),
+            "hessian_eigenvalues": None if H is None else np.linalg.eigvalsh(np.asarray(H, float)).tolist()}
+
+
+def python_diagnostics(py: FitResult) -> dict[str, Any]:
+    opt = py.extra["optinfo"]
+    return {"converged": py.converged, "optimizer": py.optimizer, "feval": py.feval,
+            "stages": [f"{s.optimizer}: {s.feval} evaluations, code {s.code} {s.message}".strip()
+                       for s in opt.stages],
+            "checkConv": list(opt.conv_messages), "messages": list(py.messages),
+            "gradient": opt.gradient,
+            "hessian_eigenvalues": None if opt.hessian is None
+            else np.linalg.eigvalsh(np.asarray(opt.hessian, float)).tolist()}
+
+
+# -- the fixed-modes Gauss–Newton loop --------------------------------------------------------------
+def fixed_modes_beta(case: Case, theta, beta0) -> tuple[np.ndarray, int]:
+    """β from Gauss–Newton steps with the conditional modes held fixed: repeat û = mode at
+    (θ, β) (converged u-only PIRLS, §3.2); β += (X'WX)⁻¹ X'W (y − μ)/μ.eta at û, until the step
+    is below 1e-12. Converges to the joint penalized mode's β (nAGQ = 0's, §4.1)."""
+    m = make_model(case.formula, case.data, case.family, case.link, case.weights, case.offset)
+    fam, resp, X = m.family, m.response, m.X
+    theta, beta = np.asarray(theta, float), np.asarray(beta0, float)
+    u = np.zeros(m.q)
+    for it in range(1, GN_MAXIT + 1):
+        offset = m.offset + X @ beta
+        res = pirls(m, theta, offset + m.Zb(theta, u), offset, u, np.zeros(m.p), u_only=True,
+                    mode="exact")
+        u = res.u
+        mueta = fam.mu_eta(res.eta)
+        W = mueta ** 2 * resp.pw / fam.variance(res.mu)
+        step = np.linalg.solve(X.T @ (W[:, None] * X), X.T @ (W * (resp.y - res.mu) / mueta))
+        beta = beta + step
+        if np.max(np.abs(step)) <= GN_TOL * (1.0 + np.max(np.abs(beta))):
+            return beta, it
+    raise ModelError(f"the fixed-modes Gauss–Newton loop did not converge in {GN_MAXIT} steps")
+
+
+def fixed_modes(case: Case, r: FitResult, both: _Both, points: int = 21) -> FixedModes:
+    theta, glmer_beta = np.asarray(r.theta, float), np.array(list(r.fixef.values()))
+    beta, iterations = fixed_modes_beta(case, theta, glmer_beta)
+    profile = None
+    if both.nAGQ >= 1:
+        t = np.linspace(-0.25, 1.25, points)
+        ends = [np.concatenate([theta, beta + s * (glmer_beta - beta)]) for s in t]
+        profile = both.curve("β: fixed-modes Gauss–Newton → glmer", t, ends,
+                             {"fixed modes": 0.0, "glmer": 1.0})
+    return FixedModes(theta.tolist(), beta.tolist(), glmer_beta.tolist(), iterations,
+                      float(np.max(np.abs(beta - glmer_beta))), profile)
