@@ -16,9 +16,11 @@ of A gets its own factor:
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Callable
 
 import numpy as np
 import scipy.linalg as la
+from scipy.linalg import lapack
 import scipy.sparse as sp
 
 from .errors import PirlsError
@@ -53,15 +55,15 @@ class Factor:
 class DiagonalFactor(Factor):
     """Single scalar term: A is diagonal, `L = diag(√A_jj)` (§4.3: `sd_j = 1 / L_jj`).
 
-    `m` holds the nonzeros of Λ'Z'W^½ (θ z_i √w_i, one per observation), `J` the level indicator."""
+    `m` holds the nonzeros of Λ'Z'W^½ (θ z_i √w_i, one per observation), `level_sums` is J @."""
 
-    def __init__(self, m: np.ndarray, J: sp.csr_matrix):
-        self.m, self.J = m, J
-        self.Ldiag = np.sqrt(1.0 + J @ (m * m))
+    def __init__(self, m: np.ndarray, level_sums: Callable[[np.ndarray], np.ndarray]):
+        self.m, self.level_sums = m, level_sums
+        self.Ldiag = np.sqrt(1.0 + level_sums(m * m))
         self.ldL2 = 2.0 * float(np.sum(np.log(self.Ldiag)))
 
     def LamtUt_dot(self, v):
-        return self.J @ (self.m * v if v.ndim == 1 else self.m[:, None] * v)
+        return self.level_sums(self.m * v if v.ndim == 1 else self.m[:, None] * v)
 
     def solve_L(self, b):
         return b / (self.Ldiag if b.ndim == 1 else self.Ldiag[:, None])
@@ -73,20 +75,20 @@ class BlockFactor(Factor):
     """Single vector term: A = blockdiag_l(I + Σ_{i∈l} m_i m_i'), m_i = √w_i T' mm_i (row i of
     `M`, N×nc); `L` is the stack of the blocks' Cholesky factors (nl×nc×nc)."""
 
-    def __init__(self, M: np.ndarray, J: sp.csr_matrix):
-        self.M, self.J = M, J
+    def __init__(self, M: np.ndarray, level_sums: Callable[[np.ndarray], np.ndarray]):
+        self.M, self.level_sums = M, level_sums
         N, nc = M.shape
         self.nc = nc
-        S = (J @ (M[:, :, None] * M[:, None, :]).reshape(N, nc * nc)).reshape(-1, nc, nc)
+        S = level_sums((M[:, :, None] * M[:, None, :]).reshape(N, nc * nc)).reshape(-1, nc, nc)
         self.L = np.linalg.cholesky(S + np.eye(nc))
         self.ldL2 = 2.0 * float(np.sum(np.log(np.diagonal(self.L, axis1=1, axis2=2))))
 
     def LamtUt_dot(self, v):
         N, nc = self.M.shape
         if v.ndim == 1:
-            return (self.J @ (self.M * v[:, None])).ravel()
+            return self.level_sums(self.M * v[:, None]).ravel()
         k = v.shape[1]
-        return (self.J @ (self.M[:, :, None] * v[:, None, :]).reshape(N, nc * k)).reshape(-1, k)
+        return self.level_sums((self.M[:, :, None] * v[:, None, :]).reshape(N, nc * k)).reshape(-1, k)
 
     def solve_L(self, b):
         return _forward(self.L, b.reshape(len(self.L), self.nc, -1)).reshape(b.shape)
@@ -157,16 +159,20 @@ class DenseFactor(Factor):
 class Decomposition:
     """L, RZX and RX at one set of weights (`updateXwts` + `updateDecomp`, §3.1).
 
-    RZX and RX are formed when first used; lme4 forms them in every iteration, and PIRLS's lme4
+    V, RZX and RX are formed when first used; lme4 forms them in every iteration, and PIRLS's lme4
     mode asks for them there (`check`) so that a failed downdate fails where lme4's does."""
 
     def __init__(self, L: Factor, X: np.ndarray, sqrtW: np.ndarray):
-        self.L, self.sqrtW = L, sqrtW
-        self.V = X * sqrtW[:, None]
+        self.L, self.X, self.sqrtW = L, X, sqrtW
 
     @property
     def ldL2(self) -> float:
         return self.L.ldL2
+
+    @cached_property
+    def V(self) -> np.ndarray:
+        """W^½ X."""
+        return self.X * self.sqrtW[:, None]
 
     @cached_property
     def RZX(self) -> np.ndarray:
@@ -174,10 +180,10 @@ class Decomposition:
 
     @cached_property
     def RX(self) -> np.ndarray:
-        try:
-            return la.cholesky(self.V.T @ self.V - self.RZX.T @ self.RZX, lower=False)
-        except la.LinAlgError:
-            raise PirlsError("Downdated VtV is not positive definite") from None
+        RX, info = lapack.dpotrf(self.V.T @ self.V - self.RZX.T @ self.RZX, lower=False, clean=True)
+        if info != 0:
+            raise PirlsError("Downdated VtV is not positive definite")
+        return RX
 
     def check(self) -> None:
         """Form RX now: raises PirlsError where lme4's `updateDecomp` fails (§3.1 step 3)."""

@@ -3,6 +3,10 @@
 lme4 does not use R's family functions inside PIRLS: `glmFamily.cpp` re-implements the inverse
 links with their own clamps (§2.2). R's functions are used only for `linkfun` (the start
 `eta0 = offset + linkfun(mustart)`, §2.1) and for links without a compiled version (sqrt).
+
+The functions PIRLS and AGQ call on every observation (× node) clamp and combine in place on
+their own temporaries: a fresh numpy temporary of that size is freshly mapped memory (glibc
+returns the freed heap top to the system), and its page faults cost more than the arithmetic.
 """
 from __future__ import annotations
 
@@ -29,13 +33,23 @@ class Link:
 
 
 def _clamp01(p: Array) -> Array:
-    return np.minimum(1.0 - EPS, p)
+    """min(1 − eps, p), in place on the temporary `p`."""
+    return np.minimum(p, 1.0 - EPS, out=p)
+
+
+def _at_least_eps(p: Array) -> Array:
+    """max(eps, p), in place on the temporary `p`."""
+    return np.maximum(p, EPS, out=p)
 
 
 def _plogis(eta: Array) -> Array:
-    """R's `plogis`: `1 / (1 + exp(-eta))`."""
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-eta))
+    """R's `plogis`: `1 / (1 + exp(-eta))`, exp's argument capped at 709 so nothing overflows
+    (beyond it the value is under eps, which the clamp of §2.2 returns anyway)."""
+    p = np.negative(eta)
+    np.minimum(p, 709.0, out=p)
+    np.exp(p, out=p)
+    p += 1.0
+    return np.reciprocal(p, out=p)
 
 
 def _dlogis(eta: Array) -> Array:
@@ -45,20 +59,20 @@ def _dlogis(eta: Array) -> Array:
 
 LINKS: dict[str, Link] = {
     "logit": Link("logit", special.logit,
-                  lambda eta: np.maximum(EPS, _clamp01(_plogis(eta))),
-                  lambda eta: np.maximum(EPS, _dlogis(eta))),
+                  lambda eta: _at_least_eps(_clamp01(_plogis(eta))),
+                  lambda eta: _at_least_eps(_dlogis(eta))),
     "probit": Link("probit", special.ndtri,
                    lambda eta: _clamp01(special.ndtr(eta)),
                    lambda eta: np.exp(-0.5 * eta * eta) / np.sqrt(2.0 * np.pi)),
     "cloglog": Link("cloglog", lambda mu: np.log(-np.log1p(-mu)),
-                    lambda eta: np.maximum(EPS, _clamp01(-np.expm1(-np.exp(eta)))),
-                    lambda eta: np.maximum(EPS, np.exp(eta - np.exp(eta)))),
+                    lambda eta: _at_least_eps(_clamp01(-np.expm1(-np.exp(eta)))),
+                    lambda eta: _at_least_eps(np.exp(eta - np.exp(eta)))),
     "cauchit": Link("cauchit", lambda mu: stats.cauchy.ppf(mu),
                     lambda eta: _clamp01(0.5 + np.arctan(eta) / np.pi),
                     lambda eta: 1.0 / (np.pi * (1.0 + eta * eta))),
     "log": Link("log", np.log,
-                lambda eta: np.maximum(EPS, np.exp(eta)),
-                lambda eta: np.maximum(EPS, np.exp(eta))),
+                lambda eta: _at_least_eps(np.exp(eta)),
+                lambda eta: _at_least_eps(np.exp(eta))),
     "identity": Link("identity", lambda mu: np.asarray(mu, float).copy(),
                      lambda eta: np.asarray(eta, float).copy(),
                      lambda eta: np.ones_like(eta, dtype=float)),
@@ -73,10 +87,22 @@ LINKS: dict[str, Link] = {
 
 
 def _ylogy(y: Array, m: Array) -> Array:
-    """`y * log(y/m)` with the log term 0 where `y/m == 0` (lme4's `Y_log_Y`)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        v = np.divide(y, m)
-    return y * np.log(v, out=np.zeros_like(v), where=v != 0.0)
+    """`y * log(y/m)` with the log term 0 where `y/m == 0` (lme4's `Y_log_Y`); m may be 0, so
+    callers hold `np.errstate(divide="ignore", invalid="ignore")`."""
+    v = np.divide(y, m)
+    v += v == 0.0                                   # log 1 = 0 there
+    np.log(v, out=v)
+    v *= y
+    return v
+
+
+def _xlogy_factor(x: Array) -> Callable[[Array], Array]:
+    """`m ↦ x log m`, 0 where x == 0 (scipy's `xlogy` for fixed x, on numpy's vectorized log)."""
+    zero = (x == 0.0).astype(float)
+
+    def xlogm(m):
+        return x * np.log(m + zero)              # log(m + 1) is finite where x == 0
+    return xlogm
 
 
 @dataclass(frozen=True)
@@ -154,10 +180,14 @@ class Binomial(Family):
     default_link = "logit"
 
     def variance(self, mu):
-        return np.maximum(EPS, mu * (1.0 - mu))
+        return _at_least_eps(mu * (1.0 - mu))
 
     def devresid(self, y, mu, pw):
-        return 2.0 * pw * (_ylogy(y, mu) + _ylogy(1.0 - y, 1.0 - mu))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dev = _ylogy(y, mu)
+            dev += _ylogy(1.0 - y, 1.0 - mu)
+        dev *= 2.0 * pw
+        return dev
 
     def aic_at(self, y, n, pw):
         """`-2 Σ c_i log dbinom(round(m_i y_i), round(m_i), mu_i)` (§2.2)."""
@@ -165,13 +195,15 @@ class Binomial(Family):
         yy = np.round(m * y)
         m = np.round(m)
         c = np.where(m <= 0, 0.0, pw / np.where(m <= 0, 1.0, m))
+        used = slice(None) if np.all(c != 0) else c != 0       # rows with c = 0 add nothing
         with np.errstate(divide="ignore", invalid="ignore"):
             lchoose = special.gammaln(m + 1) - special.gammaln(yy + 1) - special.gammaln(m - yy + 1)
+        successes, failures = _xlogy_factor(yy), _xlogy_factor(m - yy)
 
         def aic(mu, dev):
             with np.errstate(divide="ignore", invalid="ignore"):
-                log_dbinom = lchoose + special.xlogy(yy, mu) + special.xlog1py(m - yy, -mu)
-            return -2.0 * float(np.sum(np.where(c == 0, 0.0, c * log_dbinom)))
+                log_dbinom = lchoose + successes(mu) + failures(1.0 - mu)
+            return -2.0 * float((c * log_dbinom)[used].sum())
         return aic
 
     def initialize(self, response, prior_weights):
@@ -213,17 +245,21 @@ class Poisson(Family):
         return mu
 
     def devresid(self, y, mu, pw):
-        return 2.0 * pw * (_ylogy(y, mu) - (y - mu))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return 2.0 * pw * (_ylogy(y, mu) - (y - mu))
 
     def aic_at(self, y, n, pw):
         """`-2 Σ pw_i log dpois(y_i, mu_i)`, +Inf for non-integer y (§2.2)."""
         log_y_factorial = special.gammaln(y + 1)
         whole = y == np.round(y)
+        ylog = _xlogy_factor(y)
 
         def aic(mu, dev):
             with np.errstate(divide="ignore", invalid="ignore"):
-                log_dpois = special.xlogy(y, mu) - mu - log_y_factorial
-            return -2.0 * float(np.sum(np.where(whole, log_dpois, -np.inf) * pw))
+                log_dpois = ylog(mu) - mu - log_y_factorial
+                if not whole.all():
+                    log_dpois = np.where(whole, log_dpois, -np.inf)
+                return -2.0 * float((log_dpois * pw).sum())
         return aic
 
     def initialize(self, response, prior_weights):

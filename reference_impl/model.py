@@ -93,11 +93,27 @@ class Model:
         """Level (0-based) of each observation for the first (with `single_term`, the only) term."""
         return np.asarray(self.design.factor_codes[0], np.intp)
 
-    @cached_property
-    def J(self) -> sp.csr_matrix:
-        """nl×N indicator of the first term's levels (`fac2sparse`): `J @ v` sums v within levels."""
+    def level_sums(self, v: np.ndarray) -> np.ndarray:
+        """`J @ v`: Σ_{i∈j} v_i for each level j of the first term, column by column for 2-D v
+        (one bincount over the bins level·k + column, kept per k)."""
         nl = self.design.reterms[0].nl
-        return sp.csr_matrix((np.ones(self.N), (self.fac, np.arange(self.N))), shape=(nl, self.N))
+        if v.ndim == 1:
+            return np.bincount(self.fac, v, minlength=nl)
+        k = v.shape[1]
+        if k not in self._level_bins:
+            self._level_bins[k] = (self.fac[:, None] * k + np.arange(k)).ravel()
+        return np.bincount(self._level_bins[k], v.ravel(), minlength=nl * k).reshape(nl, k)
+
+    @cached_property
+    def _level_bins(self) -> dict[int, np.ndarray]:
+        return {}
+
+    @cached_property
+    def by_level(self) -> tuple[np.ndarray, np.ndarray]:
+        """`(order, starts)`: observations sorted by the first term's level (stable), level j's
+        rows being `order[starts[j]:starts[j + 1]]`."""
+        order = np.argsort(self.fac, kind="stable")
+        return order, np.searchsorted(self.fac[order], np.arange(self.design.reterms[0].nl + 1))
 
     @cached_property
     def zvals(self) -> np.ndarray:

@@ -20,6 +20,7 @@ from .ghrule import ghrule
 from .pirls import TOL_PWRSS, PirlsResult, pirls
 
 SQRT_2PI = np.sqrt(2.0 * np.pi)
+AGQ_BLOCK = 2 ** 15
 
 
 @dataclass
@@ -112,14 +113,15 @@ class DevianceFunction:
         if not m.scalar_single:                      # exact mode, one vector term (agq.py)
             return float(np.sum(vector_agq_by_level(m, theta, beta, res, self.nAGQ)))
         z, w, ldnorm = ghrule(self.nAGQ)
-        J = m.J
         offset = m.offset + m.X @ beta
-        devc0 = res.u ** 2 + J @ fam.devresid(resp.y, res.mu, resp.pw)
+        devc0 = res.u ** 2 + m.level_sums(fam.devresid(resp.y, res.mu, resp.pw))
         sd = 1.0 / res.decomp.L.Ldiag
         moving = z != 0.0
         uk = res.u[:, None] + sd[:, None] * z[moving][None, :]                  # q × k
-        etak = offset[:, None] + theta[0] * m.zvals[:, None] * uk[m.fac, :]
-        devck = uk ** 2 + J @ fam.devresid(resp.y[:, None], fam.linkinv(etak), resp.pw[:, None])
+        # eta at node k, observation i of level j: offset_i + θ z_i (û_j + sd_j z_k) = a_i + b_i z_k
+        thetaz = theta[0] * m.zvals
+        a, b = offset + thetaz * res.u[m.fac], thetaz * sd[m.fac]
+        devck = uk ** 2 + devresid_sums(m, a, b, z[moving])
         terms = np.exp(-0.5 * (devck - devc0[:, None]) - ldnorm[moving]) * (w[moving] / SQRT_2PI)
         mult = terms.sum(axis=1) + w[~moving].sum()
         if self.mode == "lme4":
@@ -135,6 +137,24 @@ class DevianceFunction:
         """`pp$linPred(1)` = Xβ + ZΛu of the last evaluation, without offset (§3.3)."""
         ev, m = self.last, self.model
         return m.X @ ev.beta + m.Zb(ev.pars[:self.nth], ev.u)
+
+
+def devresid_sums(model, a: np.ndarray, b: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """`Σ_{i∈j} devResid_i(linkinv(a_i + b_i z_k))` for every level j and node k (q × k).
+
+    Computed over blocks of whole levels holding about AGQ_BLOCK (i, k) pairs, so that the
+    temporaries stay in cache; within a block everything is vectorized over nodes and levels."""
+    fam, resp = model.family, model.response
+    order, starts = model.by_level
+    a, b, y, pw = a[order], b[order], resp.y[order], resp.pw[order]
+    rows = max(1, AGQ_BLOCK // len(z))
+    bounds = np.unique(np.r_[np.searchsorted(starts, np.arange(0, model.N, rows)), len(starts) - 1])
+    sums = np.empty((len(starts) - 1, len(z)))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        r = slice(starts[lo], starts[hi])
+        dev = fam.devresid(y[r], fam.linkinv(a[r] + z[:, None] * b[r]), pw[r])          # k × rows
+        sums[lo:hi] = np.add.reduceat(dev, starts[lo:hi] - starts[lo], axis=1).T
+    return sums
 
 
 def check_agq(model, nAGQ: int, mode: str = "lme4") -> None:

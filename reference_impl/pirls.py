@@ -72,7 +72,7 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
         return mueta, mueta * np.sqrt(resp.pw / fam.variance(mu))
 
     def pdev_at(mu, u):
-        drsum = float(np.sum(fam.devresid(resp.y, mu, resp.pw)))
+        drsum = float(fam.devresid(resp.y, mu, resp.pw).sum())
         return drsum, drsum + float(u @ u)
 
     exact = mode == "exact"

@@ -57,7 +57,7 @@ class DiagonalPredictor(Predictor):
         return self.thetaz * u[self.model.fac]
 
     def factor(self, sqrtW):
-        return DiagonalFactor(self.thetaz * sqrtW, self.model.J)
+        return DiagonalFactor(self.thetaz * sqrtW, self.model.level_sums)
 
 
 class BlockPredictor(Predictor):
@@ -73,7 +73,7 @@ class BlockPredictor(Predictor):
         return np.einsum("ij,ij->i", self.mmT, U[self.model.fac])
 
     def factor(self, sqrtW):
-        return BlockFactor(self.mmT * sqrtW[:, None], self.model.J)
+        return BlockFactor(self.mmT * sqrtW[:, None], self.model.level_sums)
 
 
 def predictor(model, theta: np.ndarray) -> Predictor:
