@@ -89,16 +89,17 @@ class Investigation:
         return bool(self.comparison["passed"])
 
     def to_json(self) -> dict[str, Any]:
-        return _json(asdict(self))
+        return plain(asdict(self))
 
 
-def _json(v):
+def plain(v):
+    """Dataclass dicts, lists and numpy values as plain JSON values (non-finite floats as text)."""
     if isinstance(v, dict):
-        return {k: _json(x) for k, x in v.items()}
+        return {k: plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_json(x) for x in v]
+        return [plain(x) for x in v]
     if isinstance(v, np.ndarray):
-        return _json(v.tolist())
+        return plain(v.tolist())
     return _plain(v)
 
 
@@ -110,8 +111,8 @@ def investigate(case: Case, nAGQ: int, mode: str = "lme4", at=None, policy: Poli
     report = compare_case(case.with_nagq([nAGQ]), (mode,), policy, r_side)
     c = report.results[0]
     d = c.diagnosis
-    inv = Investigation(report.to_json()["case"], nAGQ, mode, d.verdict,
-                        None if d.stage_failed is None else STAGES[d.stage_failed], c.to_json(),
+    inv = Investigation(report.toplain()["case"], nAGQ, mode, d.verdict,
+                        None if d.stage_failed is None else STAGES[d.stage_failed], c.toplain(),
                         notes=list(d.notes))
     if not (c.python.ok and c.r.ok):
         inv.notes.append("no profiles: " + "; ".join(
