@@ -1,0 +1,80 @@
+"""Reproducible draws from `strategies.cases`, and shrinking a failing draw with hypothesis.
+
+Case `index` of a sweep seeded `seed` is the second example of a hypothesis run of
+`cases(**strategy)` under `@seed(f"{seed}:{index}")`, with no example database and the generate
+phase only (hypothesis always tries the simplest example first; the second is the first random
+one). That makes it a pure function of (seed, index, strategy arguments, hypothesis version) that
+uses only hypothesis's public API: workers draw their cases in parallel, a resumed run draws the
+same ones, and the strategies stay the one definition of a case (`strategy.example()` is neither
+reproducible nor meant for library code).
+
+Shrinking re-runs the same seeded search with the shrink phase on and a predicate that raises
+when a case still fails the same way: hypothesis meets the failing draw again as its second
+example and shrinks it. The predicate's answers are cached by case digest (hypothesis replays the
+minimal example at the end) and, past the time budget, new candidates count as passing, which
+ends the shrink with the smallest failing case found so far.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
+from hypothesis.errors import HypothesisException
+
+from .store import case_digest
+from .strategies import GeneratedCase, cases
+
+_SETTINGS = dict(database=None, deadline=None, derandomize=False, max_examples=2,
+                 suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
+                 verbosity=Verbosity.quiet, print_blob=False)
+
+
+class _StillFails(Exception):
+    """Raised inside the shrink search: this candidate reproduces the failure."""
+
+
+def _search(run_seed: str, index: int, strategy: dict, phases, body) -> None:
+    @seed(f"{run_seed}:{index}")
+    @settings(phases=phases, **_SETTINGS)
+    @given(cases(**strategy))
+    def search(case):
+        body(case)
+
+    search()
+
+
+def draw_case(run_seed: str, index: int, **strategy) -> GeneratedCase:
+    """Case `index` of the sweep seeded `run_seed` (strategy: `cases()`'s keyword arguments)."""
+    drawn: list[GeneratedCase] = []
+    _search(run_seed, index, strategy, [Phase.generate], drawn.append)
+    return drawn[-1]
+
+
+def digest(case: GeneratedCase) -> str:
+    return case_digest(case.to_case(nagq=(0,)).to_json())
+
+
+def shrink(run_seed: str, index: int, fails: Callable[[GeneratedCase], bool],
+           budget_s: float = 60.0, **strategy) -> tuple[GeneratedCase | None, int]:
+    """The case with the fewest rows among those that still `fail` on hypothesis's way from draw
+    `index` to its minimal example, and the number of distinct candidates tried; None when the
+    draw itself does not fail (a different hypothesis version draws different cases)."""
+    answers: dict[str, bool] = {}
+    failing: list[GeneratedCase] = []
+    start = time.monotonic()
+
+    def body(case: GeneratedCase) -> None:
+        key = digest(case)
+        if key not in answers:
+            answers[key] = time.monotonic() - start < budget_s and fails(case)
+        if answers[key]:
+            failing.append(case)
+            raise _StillFails
+
+    try:
+        _search(run_seed, index, strategy, [Phase.generate, Phase.shrink], body)
+    except (_StillFails, HypothesisException):
+        pass
+    smallest = min(failing, key=lambda c: (len(c.data), c.data.shape[1]), default=None)
+    return smallest, len(answers)
