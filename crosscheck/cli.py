@@ -149,30 +149,92 @@ def calibrate(out):
     click.echo(text)
 
 
-@main.command()
-@click.option("--nagq", default="0,1,9", show_default=True, help="comma-separated nAGQ values")
-@fails_cleanly
-def run(nagq: str):
-    """The README example and cbpp, both modes, compared with glmer."""
-    from .compare import compare_case
-    from .render import render_text
-    from .rbridge import RSession
-    from .sides import RSide
+def _run_options(command):
+    """`crosscheck run`'s options; None means: the profile's value (strategies.PROFILES)."""
+    options = [
+        click.option("--profile", type=click.Choice(["dev", "ci", "thorough"]), default="dev",
+                     show_default=True, help="sizes of the sweep (strategies.PROFILES)"),
+        click.option("--cases", type=click.IntRange(0), default=None, help="generated cases"),
+        click.option("--seed", default=None, help="seed of the generated cases"),
+        click.option("--max-groups", type=click.IntRange(2, 200), default=None,
+                     help="most groups of a generated case"),
+        click.option("--datasets", default=None,
+                     help="comma-separated lme4 data sets, or 'none' [default: cbpp,grouseticks,VerbAgg]"),
+        click.option("--case", "case_files", multiple=True, type=click.Path(dir_okay=False),
+                     help="a case file to add (repeatable)"),
+        click.option("--nagq", default="0,1,9", show_default=True,
+                     help="nAGQ values (> 1 only for single scalar-term models)"),
+        click.option("--mode", type=click.Choice(list(MODES)), default="both", show_default=True),
+        click.option("--tol", multiple=True, metavar="KEY=VALUE", help="tolerance override"),
+        click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
+                     help="worker processes (0: run in this process, no case timeout)"),
+        click.option("--timeout", type=float, default=120.0, show_default=True,
+                     help="seconds per R call"),
+        click.option("--case-timeout", type=float, default=600.0, show_default=True,
+                     help="seconds per case before its worker is killed"),
+        click.option("--store", "store_path", type=click.Path(dir_okay=False),
+                     default=".crosscheck/results.sqlite", show_default=True),
+        click.option("--out", type=click.Path(file_okay=False), default=None,
+                     help="output directory [default: .crosscheck/runs/RUN_ID]"),
+        click.option("--resume", default=None, metavar="RUN_ID",
+                     help="finish an interrupted run (its own configuration is used)"),
+        click.option("--shrink", type=click.IntRange(0), default=2, show_default=True,
+                     help="failure classes whose worst case is shrunk into the corpus"),
+        click.option("--shrink-budget", type=float, default=60.0, show_default=True,
+                     help="seconds of shrinking per failure class"),
+        click.option("--corpus", type=click.Path(file_okay=False), default=".crosscheck/corpus",
+                     show_default=True, help="where shrunk reproducers are saved"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
-    import pandas as pd
-    readme = pd.DataFrame({"y": [1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 0, 1, 0, 1, 1],
-                           "x1": list(range(1, 6)) * 3,
-                           "subject": pd.Categorical(["s1"] * 5 + ["s2"] * 5 + ["s3"] * 5)})
-    cases = [Case.make(readme, "y ~ x1 + (1 | subject)", "binomial", nagq=nagq, name="readme"),
-             Case.make(RSession.get().dataset("lme4", "cbpp"),
-                       "cbind(incidence, size - incidence) ~ period + (1 | herd)", "binomial",
-                       nagq=nagq, name="cbpp")]
-    passed = True
-    for case in cases:
-        report = compare_case(case, ("lme4", "exact"), r_side=RSide())
-        click.echo(render_text(report) + "\n")
-        passed &= report.passed
-    sys.exit(EXIT_MATCH if passed else EXIT_MISMATCH)
+
+@main.command()
+@_run_options
+@fails_cleanly
+def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, tol, workers, timeout,
+        case_timeout, store_path, out, resume, shrink, shrink_budget, corpus):
+    """A sweep: generated cases plus lme4's data sets × nAGQ × modes, stored in SQLite, with a
+    summary per nAGQ, JSONL, JUnit XML and Markdown; the worst failures shrunk into the corpus.
+    Exit 0 when every case was run (mismatches are findings, listed), 2 on bad input."""
+    from .case import parse_nagq
+    from .executors import SubprocessPool, serial
+    from .outputs import summary, write_all
+    from .store import Store
+    from .strategies import PROFILES
+    from .sweep import SweepConfig, resume_config, start, sweep
+
+    store = Store(store_path)
+    if resume:
+        run_id = resume
+        config = resume_config(store, run_id)
+    else:
+        sizes = {**PROFILES[profile]["sweep"],
+                 **{k: v for k, v in (("cases", cases), ("seed", seed), ("max_groups", max_groups))
+                    if v is not None}}
+        if datasets is not None:
+            sizes["datasets"] = () if datasets == "none" else tuple(
+                d.strip() for d in datasets.split(",") if d.strip())
+        config = SweepConfig(**sizes, files=tuple(case_files), nagq=parse_nagq(nagq),
+                             modes=MODES[mode], r_timeout=timeout, tol=tuple(tol))
+        config.jobs()                                  # unknown data sets fail here, before R starts
+        for path in case_files:
+            Case.load(path)
+        run_id = start(store, config)
+    out = Path(out or f".crosscheck/runs/{run_id}")
+    out.mkdir(parents=True, exist_ok=True)
+    click.echo(f"run {run_id}: store {store_path}, outputs {out}", err=True)
+    executor = SubprocessPool(workers, case_timeout, out / "workers.log") if workers else serial
+    sweep(store, run_id, config, executor)
+    write_all(store, run_id, out)
+    click.echo(summary(store, run_id))
+    if shrink:
+        from .corpus import save_worst
+
+        for line in save_worst(store, run_id, Path(corpus), shrink, shrink_budget):
+            click.echo(line)
+    sys.exit(EXIT_MATCH)
 
 
 if __name__ == "__main__":
