@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
-APT_PACKAGES := r-base-core r-base-dev r-cran-lme4 r-cran-glmmtmb r-cran-mlmrev libsuitesparse-dev
+APT_PACKAGES := r-base-core r-base-dev r-cran-lme4 r-cran-glmmtmb r-cran-mlmrev libsuitesparse-dev chromium
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test bench setup r-packages clean
@@ -19,9 +19,10 @@ bench: setup
 
 setup: r-packages $(VENV)/.installed
 
-# Installs the R side only when lme4 (or glmmTMB) cannot be loaded.
+# Installs the Debian packages only when lme4 (or glmmTMB) cannot be loaded, CHOLMOD's headers
+# or chromium (the report tests render HTML in it, headless) are missing.
 r-packages:
-	@if ! Rscript -e 'library(lme4); library(glmmTMB)' >/dev/null 2>&1 || [ ! -e /usr/include/suitesparse/cholmod.h ]; then \
+	@if ! Rscript -e 'library(lme4); library(glmmTMB)' >/dev/null 2>&1 || [ ! -e /usr/include/suitesparse/cholmod.h ] || [ ! -x /usr/bin/chromium ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \

@@ -237,5 +237,82 @@ def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, tol,
     sys.exit(EXIT_MATCH)
 
 
+@main.command()
+@case_options
+@click.option("--mode", type=click.Choice(["lme4", "exact"]), default="lme4", show_default=True)
+@click.option("--at", "at", default=None, metavar="PARS",
+              help="comma-separated parameter vector for the PIRLS trace [default: glmer's optimum]")
+@click.option("--attribution/--no-attribution", default=True, show_default=True,
+              help="error attribution against the exact likelihood (single-term binomial/Poisson)")
+@click.option("--html", type=click.Path(dir_okay=False), default=None,
+              help="write the self-contained HTML report here")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--timeout", type=float, default=None, help="seconds per R call")
+@fails_cleanly
+def investigate(case_file, data, formula, family, link, weights, offset, nagq, name, mode, at,
+                attribution, html, fmt, timeout):
+    """Why do the reference and glmer part? Profiles, PIRLS traces, components, diagnostics and
+    the error attribution, per nAGQ (default 1)."""
+    from .attribution import attribute, not_attributable
+    from .investigate import investigate as run_investigation
+    from .render import render_attribution, render_investigation
+    from .sides import RSide
+    from .tolerances import Policy
+
+    case = build_case(case_file, data, formula, family, link, weights, offset, nagq or "1", name)
+    if at is not None and len(case.nagq) > 1:
+        raise ModelError("--at needs a single --nagq (the parameter vector's length depends on it)")
+    r_side = RSide(timeout=timeout)
+    invs = [run_investigation(case, k, mode, at, Policy.load("pyproject.toml"), r_side)
+            for k in case.nagq]
+    reason = not_attributable(case) if attribution else "not asked for (--no-attribution)"
+    att = attribute(case, r_side) if reason is None else None
+    if html:
+        from .report import investigation_html
+
+        Path(html).write_text(investigation_html(invs, att))
+    if fmt == "json":
+        click.echo(json.dumps({"investigations": [i.to_json() for i in invs],
+                               "attribution": att.to_json() if att else None,
+                               "attribution_skipped": reason}, indent=1, allow_nan=False))
+    else:
+        click.echo("\n\n".join([*(render_investigation(i) for i in invs),
+                                render_attribution(att) if att else f"error attribution: {reason}"]))
+    sys.exit(EXIT_MATCH if all(i.passed for i in invs) else EXIT_MISMATCH)
+
+
+@main.command()
+@click.option("--run", "run_id", default=None, help="a run of the results store")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False),
+              default=".crosscheck/results.sqlite", show_default=True)
+@click.option("--jsonl", type=click.Path(dir_okay=False), default=None,
+              help="per-case report JSON, one per line (a run's results.jsonl)")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="the HTML file to write")
+@fails_cleanly
+def report(run_id, store_path, jsonl, out):
+    """The HTML report of a sweep: verdicts, difference distributions per nAGQ, worst cases with
+    their case files, differences against data-set features."""
+    from .report import run_html
+
+    if (run_id is None) == (jsonl is None):
+        raise ModelError("give one of --run RUN_ID and --jsonl FILE")
+    if jsonl:
+        with open(jsonl) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        title = f"crosscheck report: {Path(jsonl).name}"
+    else:
+        from .store import Store
+
+        store = Store(store_path)
+        store.run(run_id)                                  # StoreError for an unknown run
+        records = [{"key": c["case_key"], "status": c["status"], "error": c["error"],
+                    "case": json.loads(c["case_json"]) if c["case_json"] else None,
+                    "report": json.loads(c["report_json"]) if c["report_json"] else None}
+                   for c in store.cases(run_id)]
+        title = f"crosscheck run {run_id}"
+    Path(out).write_text(run_html(records, title))
+    click.echo(out)
+
+
 if __name__ == "__main__":
     main()

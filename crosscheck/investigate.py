@@ -38,7 +38,9 @@ from .sides import Evaluation, PirlsTrace, PythonSide, RSide
 from .tolerances import Policy
 
 COMPONENTS = ("value", "ldL2", "ussq", "drsum")
-SEGMENT = (-0.5, 1.5)            # t of pars = glmer + t (python − glmer): 0 glmer, 1 python
+# t along a segment (steps of 1/8 and 1/16: t = 0 and 1, the two ends, are on the grid exactly)
+SEGMENT_T = np.linspace(-0.5, 1.5, 17)          # pars = glmer + t (python − glmer)
+FIXED_MODES_T = np.linspace(-0.25, 1.25, 25)    # β = β_GN + t (β_glmer − β_GN)
 GN_TOL, GN_MAXIT = 1e-12, 1000
 
 
@@ -111,8 +113,8 @@ def investigate(case: Case, nAGQ: int, mode: str = "lme4", at=None, policy: Poli
     report = compare_case(case.with_nagq([nAGQ]), (mode,), policy, r_side)
     c = report.results[0]
     d = c.diagnosis
-    inv = Investigation(report.toplain()["case"], nAGQ, mode, d.verdict,
-                        None if d.stage_failed is None else STAGES[d.stage_failed], c.toplain(),
+    inv = Investigation(report.to_json()["case"], nAGQ, mode, d.verdict,
+                        None if d.stage_failed is None else STAGES[d.stage_failed], c.to_json(),
                         notes=list(d.notes))
     if not (c.python.ok and c.r.ok):
         inv.notes.append("no profiles: " + "; ".join(
@@ -165,8 +167,7 @@ def _profiles(inv: Investigation, c: Comparison, both: _Both, points: int) -> No
         inv.at_optima[f"r@{where}"] = {q: float(getattr(r[k], q)) for q in COMPONENTS}
     step = py_opt - r_opt
     if np.any(step != 0):
-        t = np.linspace(*SEGMENT, points)
-        inv.segment = both.curve("glmer → python", t, [r_opt + s * step for s in t],
+        inv.segment = both.curve("glmer → python", SEGMENT_T, [r_opt + s * step for s in SEGMENT_T],
                                  {"glmer": 0.0, "python": 1.0})
     else:
         inv.notes.append("the two optima are identical: no segment to profile")
@@ -260,14 +261,13 @@ def fixed_modes_beta(case: Case, theta, beta0) -> tuple[np.ndarray, int]:
     raise ModelError(f"the fixed-modes Gauss–Newton loop did not converge in {GN_MAXIT} steps")
 
 
-def fixed_modes(case: Case, r: FitResult, both: _Both, points: int = 21) -> FixedModes:
+def fixed_modes(case: Case, r: FitResult, both: _Both) -> FixedModes:
     theta, glmer_beta = np.asarray(r.theta, float), np.array(list(r.fixef.values()))
     beta, iterations = fixed_modes_beta(case, theta, glmer_beta)
     profile = None
     if both.nAGQ >= 1:
-        t = np.linspace(-0.25, 1.25, points)
-        ends = [np.concatenate([theta, beta + s * (glmer_beta - beta)]) for s in t]
-        profile = both.curve("β: fixed-modes Gauss–Newton → glmer", t, ends,
+        ends = [np.concatenate([theta, beta + s * (glmer_beta - beta)]) for s in FIXED_MODES_T]
+        profile = both.curve("β: fixed-modes Gauss–Newton → glmer", FIXED_MODES_T, ends,
                              {"fixed modes": 0.0, "glmer": 1.0})
     return FixedModes(theta.tolist(), beta.tolist(), glmer_beta.tolist(), iterations,
                       float(np.max(np.abs(beta - glmer_beta))), profile)

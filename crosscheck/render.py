@@ -75,3 +75,87 @@ def render_text(report: CaseReport, verbose: bool = False) -> str:
     passed = sum(c.passed for c in report.results)
     lines += ["", f"{passed} of {len(report.results)} comparisons passed"]
     return "\n".join(lines)
+
+
+# -- investigate and attribution ----------------------------------------------------------------------
+def _g(v, digits: int = 10) -> str:
+    return "-" if v is None else (f"{v:.{digits}g}" if isinstance(v, (int, float)) else str(v))
+
+
+def render_investigation(inv) -> str:
+    """Text view of an `investigate.Investigation` (the same numbers as the HTML report)."""
+    lines = [f"nAGQ {inv.nAGQ} · {inv.mode} mode · {inv.verdict}"
+             + (f" (the fits part at stage {inv.stage_failed})" if inv.stage_failed else
+                " (no stage parts the fits)")]
+    lines += [f"  note: {n}" for n in inv.notes]
+    if not inv.optima:
+        return "\n".join(lines)
+    lines.append(f"  {'parameter':<28} {'glmer optimum':>22} {'python optimum':>22} {'|diff|':>9}")
+    for name, a, b in zip(inv.names, inv.optima["r"], inv.optima["python"]):
+        lines.append(f"  {name:<28} {a:>22.15g} {b:>22.15g} {abs(a - b):>9.2e}")
+    lines.append(f"  {'at optimum of':<16} {'by':<8} " + " ".join(f"{q:>20}" for q in ("value", "ldL2", "ussq", "drsum")))
+    for key, ev in inv.at_optima.items():
+        side, where = key.split("@")
+        lines.append(f"  {'glmer' if where == 'r' else 'python':<16} {'glmer' if side == 'r' else 'python':<8} "
+                     + " ".join(f"{ev[q]:>20.15g}" for q in ("value", "ldL2", "ussq", "drsum")))
+    if inv.segment is not None:
+        s = inv.segment
+        worst = max(abs(a - b) for a, b in zip(s.python["value"], s.r["value"]))
+        lines.append(f"  segment glmer → python (t = {s.x[0]:g}…{s.x[-1]:g}): objective at t = 0, 1: "
+                     f"{_g(s.r['value'][s.x.index(0.0)] if 0.0 in s.x else None, 15)}, "
+                     f"{_g(s.r['value'][s.x.index(1.0)] if 1.0 in s.x else None, 15)}; "
+                     f"max |python − glmer| along it {worst:.2e}")
+    for a in inv.axes:
+        worst = max(abs(p - r) for p, r in zip(a.python["value"], a.r["value"]))
+        lines.append(f"  axis {a.label}: {a.x[0]:.6g}…{a.x[-1]:.6g}, objective {min(a.r['value']):.10g}…"
+                     f"{max(a.r['value']):.10g}, max |python − glmer| {worst:.2e}")
+    tr = inv.traces
+    if tr:
+        lines.append("  PIRLS at (" + ", ".join(f"{v:.8g}" for v in inv.trace_at) + "):")
+        lines.append(f"    {'iteration':>9} {'glmer pdev':>22} {'halvings':>8} {'python pdev':>22} {'halvings':>8}")
+        r, p = tr["r"], tr["python"]
+        for i in range(max(r["iterations"], p["iterations"])):
+            cell = lambda t: (f"{t['pdev'][i]:>22.15g} {t['halvings'][i]:>8}" if i < t["iterations"]
+                              else f"{'':>22} {'':>8}")
+            lines.append(f"    {i + 1:>9} {cell(r)} {cell(p)}")
+        for side, t in (("glmer", r), ("python", p)):
+            if t["error"]:
+                lines.append(f"    {side}: {t['error']}")
+    for side, d in inv.diagnostics.items():
+        lines.append(f"  {'glmer' if side == 'r' else 'python'}: converged {d['converged']}, {d['optimizer']} "
+                     f"{d['feval']} evaluations" + (f", gradient max {max(map(abs, d['gradient'])):.2e}"
+                                                    if d.get("gradient") else "")
+                     + (f", Hessian eigenvalues {', '.join(f'{e:.4g}' for e in d['hessian_eigenvalues'])}"
+                        if d.get("hessian_eigenvalues") else ""))
+        lines += [f"    {m}" for m in (*d["checkConv"], *d["messages"])]
+    fm = inv.fixed_modes
+    if fm is not None:
+        lines.append(f"  fixed-modes Gauss–Newton β at glmer's θ ({fm.iterations} steps): "
+                     + ", ".join(f"{b:.10g}" for b in fm.beta) + f"; glmer's β: "
+                     + ", ".join(f"{b:.10g}" for b in fm.glmer_beta) + f"; max |diff| {fm.max_abs_diff:.2e}")
+        if fm.profile is not None:
+            v, ld = fm.profile.r["value"], fm.profile.r["ldL2"]
+            i0, i1 = fm.profile.x.index(0.0), fm.profile.x.index(1.0)
+            lines.append(f"    glmer's objective at the Gauss–Newton β {v[i0]:.10g} (ldL2 {ld[i0]:.10g}, "
+                         f"rest {v[i0] - ld[i0]:.10g}); at glmer's β {v[i1]:.10g} (ldL2 {ld[i1]:.10g}, "
+                         f"rest {v[i1] - ld[i1]:.10g})")
+    return "\n".join(lines)
+
+
+def render_attribution(att) -> str:
+    """Text view of an `attribution.Attribution`: the error components per nAGQ."""
+    lines = ["error attribution (−2logLik at each optimum, absolute scale)",
+             f"  truth: {att.truth_method}", f"  truth −2logLik {att.truth.minus2loglik:.12g} at θ "
+             + ", ".join(f"{v:.8g}" for v in att.truth.theta) + "; β " + ", ".join(f"{v:.8g}" for v in att.truth.beta)]
+    for e in att.evidence:
+        lines.append(f"    AGQ {e['nAGQ']}: " + (e.get("error") or f"{e['minus2loglik']:.12g}"
+                                                  + (f" (change {e['change']:+.1e})" if e["change"] is not None else "")))
+    lines += [f"  note: {n}" for n in att.notes]
+    lines.append(f"  {'nAGQ':>4} {'component':<16} {'Δ −2logLik':>12} {'max|Δθ|':>10} {'max|Δβ|':>10}")
+    for row in att.rows:
+        for c in row.components:
+            lines.append(f"  {row.nAGQ:>4} {c.name:<16} {c.d_minus2loglik:>+12.3e} {c.d_theta:>10.2e} {c.d_beta:>10.2e}")
+        if row.truth_cost is not None:
+            lines.append(f"  {row.nAGQ:>4} {'truth cost':<16} {row.truth_cost:>+12.3e}")
+        lines += [f"       note: {n}" for n in row.notes]
+    return "\n".join(lines)
