@@ -168,9 +168,10 @@ class Family:
 
 
 def _single_column(response, family: str) -> Array:
-    if response.kind == "cbind":
-        raise ModelError(f"a cbind(successes, failures) response is only for the binomial family, "
-                         f"not '{family}'")
+    """The response of a non-binomial family: numeric or logical (lme4's mkRespMod)."""
+    if response.kind in ("cbind", "factor"):
+        what = "cbind(successes, failures)" if response.kind == "cbind" else "factor"
+        raise ModelError(f"a {what} response is only for the binomial family, not '{family}'")
     return np.asarray(response.y, float)
 
 

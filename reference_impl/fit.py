@@ -134,11 +134,6 @@ class Control:
             raise ModelError(f"control must be a dict of glmerControl settings (optCtrl a dict), not {control!r}")
         control = dict(control)
         opt = dict(control.pop("optCtrl", None) or {})
-        for key, value in [*control.items(), *opt.items()]:
-            if key == "calc.derivs" and not isinstance(value, bool):
-                raise ModelError(f"control setting 'calc.derivs' must be true or false, not {value!r}")
-            if key not in ("calc.derivs", "xst", "xt") and not _is_number(value):
-                raise ModelError(f"control setting '{key}' must be a number, not {value!r}")
         known = {"tolPwrss": "tolPwrss", "calc.derivs": "calc_derivs", "boundary.tol": "boundary_tol"}
         kw = {}
         for key, value in control.items():
@@ -148,6 +143,11 @@ class Control:
         unknown = set(opt) - {"maxfun", "xst", "xt", "rhobeg", "rhoend"}
         if unknown:
             raise ModelError(f"unsupported optCtrl setting(s): {', '.join(sorted(unknown))}")
+        for key, value in [*control.items(), *opt.items()]:
+            if key == "calc.derivs" and not isinstance(value, bool):
+                raise ModelError(f"control setting 'calc.derivs' must be true or false, not {value!r}")
+            if key not in ("calc.derivs", "xst", "xt") and not _is_number(value):
+                raise ModelError(f"control setting '{key}' must be a number, not {value!r}")
         return cls(maxfun=int(opt.get("maxfun", 10000)), optCtrl=opt, **kw)
 
 
