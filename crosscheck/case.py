@@ -73,13 +73,16 @@ class Case:
             raise CaseError(f"data must be a data frame, not {type(data).__name__}")
         if not isinstance(formula, str):
             raise CaseError(f"formula must be a string, not {type(formula).__name__}")
+        twice = sorted(set(map(str, data.columns[data.columns.duplicated()])))
+        if twice:
+            raise CaseError(f"column name(s) {', '.join(map(repr, twice))} appear more than once in the data")
         parsed = parse_formula(formula)
         if family not in FAMILIES:
             raise CaseError(f"unknown family {family!r} (choose one of: {', '.join(FAMILIES)})")
         if link is not None and link not in LINKS:
             raise CaseError(f"unknown link {link!r} (choose one of: {', '.join(LINKS)})")
         for role, column in (("weights", weights), ("offset", offset)):
-            if column is not None and column not in data.columns:
+            if column is not None and (not isinstance(column, str) or column not in data.columns):
                 raise CaseError(f"{role} column {column!r} is not in the data "
                                 f"(columns: {', '.join(map(str, data.columns))})")
         missing = sorted(parsed.columns() - set(map(str, data.columns)))
@@ -145,17 +148,25 @@ class Case:
 
     @classmethod
     def load(cls, path: str | Path) -> Case:
+        """The case in a case file; every error (CaseError, FormulaError) names the file."""
         path = Path(path)
+        where = f"case file {path}"
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as e:
-            raise CaseError(f"case file {path}: {e.strerror}") from None
+            raise CaseError(f"{where}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise CaseError(f"{where}: not UTF-8 text (byte {e.start})") from None
         try:
-            doc = json.loads(text, parse_constant=_refuse_constant)
+            return cls.from_json(json.loads(text, parse_constant=_refuse_constant), where, path.parent)
         except json.JSONDecodeError as e:
-            raise CaseError(f"case file {path}: not valid JSON ({e.msg} at line {e.lineno}, "
-                            f"column {e.colno})") from None
-        return cls.from_json(doc, f"case file {path}", path.parent)
+            raise CaseError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        except RecursionError:
+            raise CaseError(f"{where}: JSON nested too deeply") from None
+        except ModelError as e:
+            if str(e).startswith(where):
+                raise
+            raise type(e)(f"{where}: {e}") from None
 
 
 def parse_nagq(values) -> tuple[int, ...]:
@@ -166,7 +177,7 @@ def parse_nagq(values) -> tuple[int, ...]:
             values = [int(v) for v in parts]
         except ValueError:
             raise CaseError(f"nAGQ must be comma-separated whole numbers, not {','.join(parts)!r}") from None
-    if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
+    if not isinstance(values, (list, tuple, np.ndarray)):
         values = [values]
     out = []
     for v in values:

@@ -16,6 +16,7 @@ from reference_impl.errors import ModelError
 
 from .case import Case, read_table, r_dataset_name
 from .rbridge import RBridgeError
+from .validate import check_case
 
 EXIT_MATCH, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
 MODES = {"lme4": ("lme4",), "exact": ("exact",), "both": ("lme4", "exact")}
@@ -67,6 +68,7 @@ def case_options(command):
 
 
 def build_case(case_file, data, formula, family, link, weights, offset, nagq, name) -> Case:
+    """The case the options name, its values checked up front (`validate.check_case`)."""
     if case_file:
         given = [flag for flag, v in (("--data", data), ("--formula", formula), ("--family", family),
                                       ("--link", link), ("--weights", weights), ("--offset", offset))
@@ -74,14 +76,14 @@ def build_case(case_file, data, formula, family, link, weights, offset, nagq, na
         if given:
             raise ModelError(f"--case replaces {', '.join(given)}: give one or the other")
         case = Case.load(case_file)
-        return case.with_nagq(nagq) if nagq else case
+        return check_case(case.with_nagq(nagq) if nagq else case)
     missing = [flag for flag, v in (("--data", data), ("--formula", formula), ("--family", family))
                if not v]
     if missing:
         raise ModelError(f"missing {', '.join(missing)} (or give --case FILE)")
-    return Case.make(load_data(data), formula, family, link, weights, offset, nagq or "0,1",
-                     name=name or Path(data).stem if not data.startswith("R:") else name or data[2:],
-                     source=data)
+    return check_case(Case.make(
+        load_data(data), formula, family, link, weights, offset, nagq or "0,1",
+        name=name or Path(data).stem if not data.startswith("R:") else name or data[2:], source=data))
 
 
 @click.group()

@@ -128,6 +128,10 @@ def _notes(case: Case, nAGQ: int, r: FitResult) -> list[str]:
             notes.append(assumption)
     if r.ok and not r.converged:
         notes.append("glmer reported a convergence problem (its messages are in r_warnings)")
+    zero = int((case.data[case.weights] == 0).sum()) if case.weights is not None else 0
+    if zero:
+        notes.append(f"{zero} row(s) have zero prior weight ({case.weights!r}): both sides keep them, "
+                     "and they contribute nothing to the likelihood")
     return notes
 
 

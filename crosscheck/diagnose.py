@@ -14,6 +14,7 @@ The diagnosis stops at the first stage that fails; the verdict follows from that
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,10 +55,24 @@ class Diagnosis:
         return self.verdict in PASSING or (self.verdict == "both-refused" and bool(self.refusal.agree))
 
 
-def reasons_agree(a: str, b: str) -> bool:
-    """Two refusal messages say the same thing (lme4's text, reproduced by the reference)."""
-    norm = [" ".join(s.lower().replace("‘", "'").replace("’", "'").split()) for s in (a, b)]
-    return norm[0] == norm[1] or norm[0] in norm[1] or norm[1] in norm[0]
+# Refusals the reference words differently from lme4 (its messages name the column, row, value):
+# (lme4's text, the reference's), as regular expressions; each pair is exercised against real R
+# in tests/test_bad_input.py.
+SAME_REFUSAL = [
+    (r"^NA/NaN/Inf in ", r"has a missing or infinite value at row|is NaN or infinite at row"),
+    (r"^all\(weights >= 0\) is not TRUE$", r"^negative weights not allowed"),
+    (r"^y values must be 0 <= y <= 1$", r"^binomial response must be in \[0, 1\]"),
+    (r"^response must be numeric( or factor)?$", r"^response '.+' holds text|^a factor response "),
+    (r"^Invalid grouping factor specification", r"^the data frame has no rows$"),
+]
+
+
+def reasons_agree(python: str, r: str) -> bool:
+    """The reference's and lme4's refusal messages say the same thing: one contains the other
+    (the reference quotes lme4's text), or they are a known pair of `SAME_REFUSAL`."""
+    norm = [" ".join(s.lower().replace("‘", "'").replace("’", "'").split()) for s in (python, r)]
+    return (norm[0] == norm[1] or norm[0] in norm[1] or norm[1] in norm[0]
+            or any(re.search(r_text, r) and re.search(py_text, python) for r_text, py_text in SAME_REFUSAL))
 
 
 class Diagnoser:

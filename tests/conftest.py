@@ -1,22 +1,16 @@
-"""Shared fixtures."""
-
-import os
+"""Shared fixtures. The hypothesis profiles (dev, ci, thorough), `r_session`, `compare_case` and the
+nAGQ and corpus markers come from the crosscheck pytest plugin (crosscheck/pytest_plugin.py)."""
 
 import pytest
-from hypothesis import HealthCheck, settings
-
-# dev: quick local runs; ci: derandomized and small enough for the CI budget; thorough: sweeps
-settings.register_profile("dev", max_examples=20, deadline=None)
-settings.register_profile("ci", max_examples=20, deadline=None, derandomize=True, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-settings.register_profile("thorough", max_examples=2000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 from crosscheck.rbridge import RSession
 
 
 @pytest.fixture(scope="session")
-def R() -> RSession:
-    """The process-wide embedded R with every `r_scripts/*.R` sourced."""
-    return RSession.get()
+def R(r_session) -> RSession:
+    """The process-wide embedded R with every `r_scripts/*.R` sourced (the plugin's `r_session`)."""
+    return r_session
+
+# docs/reliability.md: the reliability tests' record and the hooks that write it (issue 7)
+from reliability import (pytest_collection_finish, pytest_deselected,  # noqa: E402,F401
+                         pytest_runtest_logreport, pytest_sessionfinish, reliability)

@@ -1,0 +1,125 @@
+"""The record behind docs/reliability.md (issue 7).
+
+The reliability tests (`MODULES`) record every input they try — its kind, the entry point, what
+happened, the message — through the session fixture `reliability`; when a session has run every
+one of their tests and all passed, `pytest_sessionfinish` rewrites docs/reliability.md from the
+record. Rows are sorted and carry no timestamps, so an unchanged suite rewrites the same file.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+MODULES = ("test_bad_input.py", "test_injection.py", "test_faults.py")
+SECTIONS = {"bad input": "Bad input", "injection": "Code injection", "fault": "Faults"}
+_TMP = re.compile(r"\S*pytest-of-[^/\s]+/pytest-\d+/[^/\s]+")
+
+
+@dataclass(frozen=True, order=True)
+class Trial:
+    section: str        # a key of SECTIONS
+    kind: str
+    entry: str          # reference_impl.glmer, check_case, compare_case, RSession.fit, Case.load, CLI, …
+    outcome: str        # what happened, e.g. "CaseError", "exit 2", "both-refused (reasons agree)"
+    message: str = ""
+
+
+@dataclass
+class Record:
+    trials: set[Trial] = field(default_factory=set)
+    differences: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    expected: set[str] = field(default_factory=set)
+    passed: set[str] = field(default_factory=set)
+    partial: bool = False
+
+    def add(self, section: str, kind: str, entry: str, outcome: str, message: str = "") -> None:
+        assert section in SECTIONS, section
+        self.trials.add(Trial(section, kind, entry, outcome, _clean(message)))
+
+    def difference(self, kind: str, lme4: str, reference: str, harness: str) -> None:
+        """An input on which lme4 1.1-31 and the reference knowingly part."""
+        self.differences[kind] = (_clean(lme4), _clean(reference), _clean(harness))
+
+    @property
+    def complete(self) -> bool:
+        modules = {nodeid.split("::")[0].rsplit("/", 1)[-1] for nodeid in self.expected}
+        return not self.partial and modules == set(MODULES) and self.passed == self.expected
+
+
+RECORD = Record()
+
+
+def _clean(text: str) -> str:
+    """One line, no temporary paths, at most 220 characters."""
+    text = " ".join(_TMP.sub("<tmp>", str(text)).split())
+    return text if len(text) <= 220 else text[:217] + "..."
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|") or " "
+
+
+@pytest.fixture(scope="session")
+def reliability() -> Record:
+    """Where the reliability tests note what they tried and what happened."""
+    return RECORD
+
+
+def render(record: Record) -> str:
+    by_section = defaultdict(list)
+    for t in sorted(record.trials):
+        by_section[t.section].append(t)
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(record.versions.items()))
+    out = ["# Reliability: bad input, code injection, faults", "",
+           "Produced by the test suite (`tests/test_bad_input.py`, `tests/test_injection.py`, "
+           "`tests/test_faults.py`, recorded through `tests/reliability.py`); rewritten by every "
+           "session that runs all of them and sees them pass. Do not edit by hand.", "",
+           f"Versions: {versions}.", "",
+           "Exit code 2 is `crosscheck`'s for bad input; `check_case` is the up-front validation "
+           "of the command line and case files (`crosscheck/validate.py`); `compare_case` is the "
+           "Python API, where both sides' refusals are compared (verdicts `both-refused`, "
+           "`r-refused`, `python-refused`).", "", "## Summary", "",
+           "| section | kinds | trials | trials per entry point |", "|---|---|---|---|"]
+    for key, title in SECTIONS.items():
+        trials = by_section[key]
+        per_entry = defaultdict(int)
+        for t in trials:
+            per_entry[t.entry] += 1
+        entries = ", ".join(f"{e}: {n}" for e, n in sorted(per_entry.items()))
+        out.append(f"| {title} | {len({t.kind for t in trials})} | {len(trials)} | {_cell(entries)} |")
+    for key, title in SECTIONS.items():
+        out += ["", f"## {title}", "", "| kind | entry point | what happened | message |",
+                "|---|---|---|---|"]
+        out += [f"| {_cell(t.kind)} | {_cell(t.entry)} | {_cell(t.outcome)} | {_cell(t.message)} |"
+                for t in by_section[key]]
+    out += ["", "## Where lme4 1.1-31 and the reference differ", "",
+            "| input | lme4 1.1-31 | reference | harness |", "|---|---|---|---|"]
+    out += [f"| {_cell(kind)} | {' | '.join(map(_cell, cells))} |"
+            for kind, cells in sorted(record.differences.items())]
+    return "\n".join(out) + "\n"
+
+
+# -- hooks (imported by conftest.py) -----------------------------------------------------------------
+def pytest_collection_finish(session):
+    RECORD.expected = {item.nodeid for item in session.items if item.path.name in MODULES}
+    RECORD.partial |= any("::" in str(arg) for arg in session.config.args)
+
+
+def pytest_deselected(items):
+    RECORD.partial |= any(item.path.name in MODULES for item in items)
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.passed and report.nodeid in RECORD.expected:
+        RECORD.passed.add(report.nodeid)
+
+
+def pytest_sessionfinish(session):
+    if RECORD.complete and RECORD.trials:
+        DOC.write_text(render(RECORD))
