@@ -16,6 +16,7 @@ import base64
 import io
 import json
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -62,8 +63,10 @@ def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90)
+    with warnings.catch_warnings():            # pyparsing's deprecations inside mathtext labels
+        warnings.simplefilter("ignore", DeprecationWarning)
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
