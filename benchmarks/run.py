@@ -118,11 +118,12 @@ def per_evaluation(R: RSession, case: Case, nAGQ: int) -> tuple[float, float]:
 def bench(R: RSession, case: Case, nAGQ: int, timeout: float, tmb: dict) -> Row:
     py_s, fit = clock(lambda: ri.glmer(case.formula, case.data, nAGQ=nAGQ, mode="exact"))
     glmer_s, rec = fit_glmer(R, case, nAGQ, timeout)
-    if nAGQ == 1 and case.name not in tmb:
-        tmb[case.name] = fit_glmmtmb(R, case, timeout)
+    key = (case.name, len(case.data))
+    if nAGQ == 1 and key not in tmb:
+        tmb[key] = fit_glmmtmb(R, case, timeout)
     py_ms, r_ms = per_evaluation(R, case, nAGQ)
     delta = None if rec is None else fit.objective - rec["minus2loglik_raw"]       # same scale (§4.3)
-    row = Row(case.name, len(case.data), nAGQ, py_s, glmer_s, tmb.get(case.name) if nAGQ == 1 else None,
+    row = Row(case.name, len(case.data), nAGQ, py_s, glmer_s, tmb.get(key) if nAGQ == 1 else None,
               delta, py_ms, r_ms)
     print(f"  {row.case:>10} N={row.N:<8} nAGQ={nAGQ:<3} python {py_s:8.2f} s   glmer "
           f"{fmt_s(glmer_s, timeout)}   per evaluation {py_ms:.2f} / {r_ms:.2f} ms", flush=True)

@@ -16,13 +16,7 @@ def deriv12(fn, x, delta: float = 1e-4, fx: float | None = None) -> tuple[np.nda
     d2 = delta * delta
     g = np.empty(n)
     H = np.empty((n, n))
-
-    def at(*subs):
-        y = x.copy()
-        for src, j in subs:
-            y[j] = src[j]
-        return fn(y)
-
+    at = _substituting(fn, x)
     for j in range(n):
         fadd, fsub = at((xadd, j)), at((xsub, j))
         H[j, j] = fadd / d2 - 2 * fx / d2 + fsub / d2
@@ -32,3 +26,21 @@ def deriv12(fn, x, delta: float = 1e-4, fx: float | None = None) -> tuple[np.nda
             H[i, j] = H[j, i] = (at((xadd, i), (xadd, j)) / dd - at((xadd, i), (xsub, j)) / dd
                                  - at((xsub, i), (xadd, j)) / dd + at((xsub, i), (xsub, j)) / dd)
     return g, H
+
+
+def gradient12(fn, x, delta: float = 1e-4) -> np.ndarray:
+    """`deriv12`'s gradient alone (2n evaluations, the same argument vectors)."""
+    x = np.asarray(x, float)
+    xadd, xsub = x + delta, x - delta
+    at = _substituting(fn, x)
+    return np.array([(at((xadd, j)) - at((xsub, j))) / (delta + delta) for j in range(x.size)])
+
+
+def _substituting(fn, x):
+    """`at((src, j), ...)`: fn at x with component j taken from src, for each pair."""
+    def at(*subs):
+        y = x.copy()
+        for src, j in subs:
+            y[j] = src[j]
+        return fn(y)
+    return at

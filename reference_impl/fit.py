@@ -19,7 +19,7 @@ from scipy import optimize
 
 from .bobyqa import bobyqa
 from .convergence import BOUNDARY_TOL, check_boundary, check_conv
-from .deriv import deriv12
+from .deriv import deriv12, gradient12
 from .errors import ModelError
 from .model import Model, make_model
 from .nelder_mead import nelder_mead
@@ -27,6 +27,8 @@ from .objective import DevianceFunction, check_agq, initial_lp0
 from .pirls import TOL_PWRSS
 
 MODES = ("lme4", "exact")
+NEWTON_MAXSTEPS = 5
+NEWTON_DECREMENT = 1e-14        # g'H⁻¹g relative to 1 + |f|: below it f cannot move beyond rounding
 VCOV_FALLBACK = ("variance-covariance matrix computed from finite-difference Hessian is\n"
                  "not positive definite or contains NA values: falling back to var-cov estimated from RX")
 
@@ -247,16 +249,55 @@ def _stage2(f: DevianceFunction, f0: DevianceFunction, ctrl: Control, mode: str,
                                    res.code if res.code == 4 else 0, res.message,
                                    {"xst": list(f.xst), "xt": list(f.xt)}))
     par = np.asarray(res.par, float)
+    derivs = None
     if mode == "exact":
-        par = _polish(f, par, opt)
+        par, derivs = _newton(f, par, opt)
     if ctrl.calc_derivs:
-        g, H = deriv12(f, par)
+        g, H = derivs or deriv12(f, par)
         opt.gradient, opt.hessian = list(g), H
     f(par)
     if ctrl.boundary_tol > 0:
         par, fval = check_boundary(f, par, opt.stages[-1].fval, f.nth, ctrl.boundary_tol)
         opt.stages[-1].par, opt.stages[-1].fval = list(par), fval
     return par
+
+
+def _newton(f: DevianceFunction, par: np.ndarray, opt: OptSummary) -> tuple[np.ndarray, tuple | None]:
+    """exact mode: Newton steps from the Nelder–Mead optimum with `deriv12`'s Hessian there and
+    its central gradient at each new point (§6.1), kept while they stay inside the bounds and
+    lower the objective, until the predicted decrease g'H⁻¹g/2 is at rounding level.
+
+    The exact objective is smooth (converged PIRLS) and the Nelder–Mead optimum is close, so one
+    or two steps reach a tight optimum at 2n² + 3n evaluations, where L-BFGS-B on finite
+    differences needs many times that. Returns the point with its (gradient, Hessian), the
+    Hessian being the start's; when no step is taken (H not positive definite, a step leaving
+    the bounds or not lowering f) it falls back to `_polish` and returns no derivatives."""
+    fx = f(par)
+    g, H = deriv12(f, par, fx=fx)
+    x, steps, feval = par, 0, 1 + 2 * par.size ** 2
+    try:
+        cho = la.cho_factor(H)
+    except la.LinAlgError:
+        cho = None
+    while cho is not None and steps < NEWTON_MAXSTEPS:
+        step = la.cho_solve(cho, g)
+        if g @ step <= NEWTON_DECREMENT * (1.0 + abs(fx)):
+            break
+        x_new = x - step
+        if np.any(x_new < f.lower):
+            break
+        f_new = f(x_new)
+        feval += 1
+        if not f_new < fx:
+            break
+        x, fx, steps = x_new, f_new, steps + 1
+        g = gradient12(f, x)
+        feval += 2 * x.size
+    if steps == 0:
+        return _polish(f, par, opt), None
+    opt.stages.append(StageSummary("Newton", list(par), list(x), float(fx), feval, 0,
+                                   f"{steps} Newton step(s) on deriv12's Hessian", {"delta": 1e-4}))
+    return x, (g, H)
 
 
 def _polish(f: DevianceFunction, par: np.ndarray, opt: OptSummary) -> np.ndarray:
