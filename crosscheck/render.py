@@ -130,7 +130,8 @@ def render_investigation(inv) -> str:
         lines += [f"    {m}" for m in (*d["checkConv"], *d["messages"])]
     fm = inv.fixed_modes
     if fm is not None:
-        lines.append(f"  fixed-modes Gauss–Newton β at glmer's θ ({fm.iterations} steps): "
+        lines.append(f"  fixed-modes Gauss–Newton β at glmer's θ ({fm.iterations} steps"
+                     + ("" if fm.converged else ", not converged") + "): "
                      + ", ".join(f"{b:.10g}" for b in fm.beta) + f"; glmer's β: "
                      + ", ".join(f"{b:.10g}" for b in fm.glmer_beta) + f"; max |diff| {fm.max_abs_diff:.2e}")
         if fm.profile is not None:

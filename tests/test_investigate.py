@@ -82,8 +82,8 @@ def test_fixed_modes_match_nagq0_not_nagq1(inv, readme_case):
     rest = value - ldL2
     assert rest[i1] - rest[i0] == pytest.approx(0.0805, abs=1e-3)
     assert close(p.python["value"], p.r["value"])
-    beta, steps = fixed_modes_beta(readme_case, fm1.theta, np.zeros(2))   # from any start
-    assert np.allclose(beta, fm1.beta, atol=1e-9) and steps > 10
+    beta, steps, converged = fixed_modes_beta(readme_case, fm1.theta, np.zeros(2))  # any start
+    assert converged and fm1.converged and np.allclose(beta, fm1.beta, atol=1e-9) and steps > 10
 
 
 def test_step_halving_trace_through_cli(tmp_path):
