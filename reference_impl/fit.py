@@ -28,6 +28,7 @@ from .pirls import TOL_PWRSS
 
 MODES = ("lme4", "exact")
 NEWTON_MAXSTEPS = 5
+EXACT_XT = 5e-2                 # exact mode's Nelder–Mead stops at xst·5e-2 (lme4: 5e-4); Newton finishes
 NEWTON_DECREMENT = 1e-14        # g'H⁻¹g relative to 1 + |f|: below it f cannot move beyond rounding
 VCOV_FALLBACK = ("variance-covariance matrix computed from finite-difference Hessian is\n"
                  "not positive definite or contains NA values: falling back to var-cov estimated from RX")
@@ -235,7 +236,7 @@ def _stage2_devfun(model: Model, f0: DevianceFunction, nAGQ: int, mode: str, ctr
     f.start = np.concatenate([f0.last.pars, f0.last.beta])
     xst = 0.2 * np.concatenate([np.full(model.nth, 0.1), np.minimum(np.sqrt(np.diag(f0.unsc())), 10.0)])
     f.xst = np.asarray(ctrl.optCtrl.get("xst", xst), float)
-    f.xt = np.asarray(ctrl.optCtrl.get("xt", f.xst * 5e-4), float)
+    f.xt = np.asarray(ctrl.optCtrl.get("xt", f.xst * (EXACT_XT if mode == "exact" else 5e-4)), float)
     return f
 
 
