@@ -24,6 +24,12 @@ def r_string(s: str) -> str:
     return f'"{out}"'
 
 
+def label(case: Case) -> str:
+    """The case's name as the scripts' file stem and in their comments: letters, digits, - and _
+    (a name is data: a newline or quotes in it must not end a comment and become code)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in (case.name or "case"))
+
+
 def r_name(name: str) -> str:
     if "`" in name or not name.isprintable():
         raise CaseError(f"column name {name!r} cannot be written into an R script")
@@ -99,8 +105,8 @@ def r_script(case: Case, inline: bool) -> str:
                  'here <- dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1]))\n'
                  'data <- read.csv(file.path(if (is.na(here)) "." else here, "data.csv"), check.names = FALSE)',
                  lambda c, v: f"data[[{r_string(c)}]] <- {v}")
-    return f"""# Reproduces glmm-crosscheck case {case.name or '(unnamed)'} with glmer.
-#   Rscript {case.name or 'case'}.R
+    return f"""# Reproduces glmm-crosscheck case {label(case)} with glmer.
+#   Rscript {label(case)}.R
 suppressPackageStartupMessages(library(lme4))
 {load}
 for (k in c({', '.join(f'{k}L' for k in case.nagq)})) {{
@@ -121,7 +127,7 @@ def python_script(case: Case, inline: bool) -> str:
                      f"{c!r}: {v}" for c, v in cols) + ",\n})",
                  "data = pd.read_csv(Path(__file__).with_name('data.csv'), keep_default_na=True)",
                  lambda c, v: f"data[{c!r}] = {v}")
-    return f"""\"\"\"Reproduces glmm-crosscheck case {case.name or '(unnamed)'} with the Python reference.\"\"\"
+    return f"""\"\"\"Reproduces glmm-crosscheck case {label(case)} with the Python reference.\"\"\"
 from math import inf, nan
 from pathlib import Path
 
@@ -149,8 +155,7 @@ def write_repro(case: Case, out: str | Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     inline = len(case.data) <= INLINE_ROWS
-    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in (case.name or "case"))
-    paths = [out / f"{stem}.R", out / f"{stem}.py"]
+    paths = [out / f"{label(case)}.R", out / f"{label(case)}.py"]
     paths[0].write_text(r_script(case, inline))
     paths[1].write_text(python_script(case, inline))
     if not inline:

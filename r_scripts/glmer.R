@@ -9,7 +9,8 @@
 # Every cc_*_fit / cc_devfun* function returns a record
 #   list(ok = TRUE/FALSE, error = <message or NULL>, warnings = <chr>, messages = <chr>, value = ...)
 # and never signals an error, warning or message itself. Formulas arrive as strings that the
-# Python side has validated; cc_formula still refuses anything that is not a single `~` call.
+# Python side has validated; cc_formula still refuses anything but a single `~` call of the
+# grammar's operators and functions (cc_formula_calls).
 
 suppressPackageStartupMessages({
   library(Matrix)
@@ -59,12 +60,29 @@ cc_collect <- function(expr) {
 
 cc_families <- c("binomial", "poisson", "Gamma", "inverse.gaussian", "gaussian")
 
+# The calls a formula may hold: reference_impl/formula.py's grammar. The model frame evaluates
+# them, so anything else is refused first, also when these functions are called directly.
+cc_formula_calls <- c("~", "+", "-", "*", "/", "^", ":", "|", "||", "(", "I", "offset", "cbind",
+                      "log", "exp", "sqrt", "abs")
+
+cc_check_calls <- function(expr) {
+  if (is.call(expr)) {
+    fn <- expr[[1L]]
+    if (!is.name(fn) || !(as.character(fn) %in% cc_formula_calls))
+      stop("function '", deparse1(fn), "' is not allowed in a formula")
+    for (arg in as.list(expr)[-1L]) cc_check_calls(arg)
+  } else if (!is.name(expr) && !is.numeric(expr)) {
+    stop("a ", typeof(expr), " constant is not allowed in a formula")
+  }
+  invisible(expr)
+}
+
 cc_formula <- function(formula) {
   stopifnot(is.character(formula), length(formula) == 1L)
   expr <- str2lang(formula)
   if (!is.call(expr) || !identical(expr[[1L]], as.name("~")) || length(expr) != 3L)
     stop("not a two-sided formula: ", formula)
-  f <- eval(expr, baseenv())
+  f <- eval(cc_check_calls(expr), baseenv())
   environment(f) <- new.env(parent = globalenv())
   f
 }
