@@ -31,6 +31,7 @@ from .calibrate import base_quantity
 from .case import Case
 
 WORST = 20
+MODE_STYLE = (("lme4", "o"), ("exact", "x"))      # marker per mode; colour C0, C1 in this order
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("crosscheck", "templates"),
                           autoescape=jinja2.select_autoescape(["html", "j2"]),
                           undefined=jinja2.StrictUndefined)
@@ -272,11 +273,11 @@ def _excess(d: dict) -> float:
 def distributions_png(raw: dict[str, dict[str, list[float]]], nAGQ: int) -> str:
     quantities = sorted(raw)
     fig, ax = _figure(height=0.35 * len(quantities) + 1.2)
-    for m, (mode, marker) in enumerate((("lme4", "o"), ("exact", "x"))):
+    for m, (mode, marker) in enumerate(MODE_STYLE):
         for i, q in enumerate(quantities):
             v = raw[q].get(mode, [])
-            ax[0, 0].plot(v, np.full(len(v), i + (m - 0.5) * 0.3), marker, ms=3, alpha=0.6,
-                          label=f"{mode} mode" if i == 0 else None)
+            ax[0, 0].plot(v, np.full(len(v), i + (m - 0.5) * 0.3), marker, color=f"C{m}", ms=3,
+                          alpha=0.6, label=f"{mode} mode" if i == 0 else None)
     ax[0, 0].set_yticks(range(len(quantities)), quantities, fontsize=7)
     ax[0, 0].set_xlabel("log10 relative difference (python vs glmer)", fontsize=8)
     ax[0, 0].set_title(f"nAGQ = {nAGQ}", fontsize=9)
@@ -291,11 +292,11 @@ FEATURES = (("nrow", "rows"), ("groups", "groups"), ("group_size", "mean group s
 def features_png(points: list[dict]) -> str:
     fig, ax = _figure(1, len(FEATURES), width=11.0, height=2.8)
     for i, (key, label) in enumerate(FEATURES):
-        for mode, marker in (("lme4", "o"), ("exact", "x")):
+        for m, (mode, marker) in enumerate(MODE_STYLE):
             pts = [(p[key], p["worst_log10"]) for p in points
                    if p["mode"] == mode and p.get(key) is not None and p["worst_log10"] is not None]
             if pts:
-                ax[0, i].plot(*zip(*pts), marker, ms=3, alpha=0.6, label=f"{mode} mode")
+                ax[0, i].plot(*zip(*pts), marker, color=f"C{m}", ms=3, alpha=0.6, label=f"{mode} mode")
         ax[0, i].set_xlabel(label, fontsize=8)
     ax[0, 0].set_ylabel("worst log10 rel. diff", fontsize=8)
     ax[0, 0].legend(fontsize=7)
