@@ -316,5 +316,35 @@ def report(run_id, store_path, jsonl, out):
     click.echo(out)
 
 
+@main.command()
+@click.option("--baseline", required=True, type=click.Path(dir_okay=False),
+              help="the baseline file (e.g. tests/corpus/baseline.json); case files beside it in cases/")
+@click.option("--update-baseline", is_flag=True, help="rewrite the baseline from this run")
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
+              help="worker processes (0: in this process)")
+@click.option("--case-timeout", type=float, default=600.0, show_default=True)
+@click.option("--store", "store_path", type=click.Path(dir_okay=False),
+              default=".crosscheck/results.sqlite", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=".crosscheck/gate", show_default=True,
+              help="where gate.md and junit.xml go")
+@fails_cleanly
+def gate(baseline, update_baseline, workers, case_timeout, store_path, out):
+    """CI gate: re-run the pinned corpus and compare with the baseline. Exit 1 when a passing
+    comparison fails or a difference grows past the policy's factor (crosscheck/gate.py)."""
+    from .executors import SubprocessPool, serial
+    from .gate import run_gate
+    from .store import Store
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    executor = SubprocessPool(workers, case_timeout, out / "workers.log") if workers else serial
+    found, run_id, text = run_gate(Path(baseline), Store(store_path), executor, out, update_baseline)
+    click.echo(text)
+    if update_baseline:
+        click.echo(f"baseline {baseline} rewritten from run {run_id}")
+        sys.exit(EXIT_MATCH)
+    sys.exit(EXIT_MISMATCH if any(c.failing for c in found) else EXIT_MATCH)
+
+
 if __name__ == "__main__":
     main()

@@ -89,35 +89,41 @@ def write_jsonl(store: Store, run_id: str, path: Path) -> None:
                       + "\n")
 
 
+def junit_xml(suite: str, testcases: list[dict]) -> ET.ElementTree:
+    """JUnit XML from dicts {classname, name, time, failure?: (message, text), error?: (…)}."""
+    root = ET.Element("testsuite", name=suite, tests=str(len(testcases)),
+                      failures=str(sum("failure" in t for t in testcases)),
+                      errors=str(sum("error" in t for t in testcases)))
+    for t in testcases:
+        tc = ET.SubElement(root, "testcase", classname=t["classname"], name=t["name"],
+                           time=f"{t.get('time') or 0:.3f}")
+        for kind in ("failure", "error"):
+            if kind in t:
+                ET.SubElement(tc, kind, message=t[kind][0]).text = t[kind][1]
+    return ET.ElementTree(root)
+
+
 def junit(store: Store, run_id: str, suite: str = "crosscheck") -> ET.ElementTree:
     """One testcase per (case, nAGQ, mode) (a case that never compared: one testcase)."""
-    root = ET.Element("testsuite", name=suite)
-    tests = failures = errors = 0
+    testcases = []
     for c in store.cases(run_id):
         report = json.loads(c["report_json"]) if c["report_json"] else None
         if report is None:
-            tc = ET.SubElement(root, "testcase", classname=suite, name=c["case_key"],
-                               time=f"{c['seconds'] or 0:.3f}")
-            ET.SubElement(tc, "error", message=c["status"]).text = c["error"] or ""
-            tests, errors = tests + 1, errors + 1
+            testcases.append({"classname": suite, "name": c["case_key"], "time": c["seconds"],
+                              "error": (c["status"], c["error"] or "")})
             continue
         for r in report["results"]:
-            tc = ET.SubElement(root, "testcase", classname=f"{suite}.{c['case_key']}",
-                               name=f"nAGQ={r['nAGQ']} {r['mode']}",
-                               time=f"{sum(r.get('timings', {}).values()):.3f}")
-            tests += 1
+            t = {"classname": f"{suite}.{c['case_key']}", "name": f"nAGQ={r['nAGQ']} {r['mode']}",
+                 "time": sum(r.get("timings", {}).values())}
             if not r["passed"]:
-                failures += 1
                 failed = [d for d in r["diffs"] if not d["ok"] and d.get("gating", True)]
                 text = "\n".join(f"{d['quantity']}: python {d['python']} glmer {d['r']} "
                                  f"|diff| {d['abs']} tol {d['tol']}" for d in failed[:20])
                 if r.get("refusal"):
                     text += f"\npython: {r['refusal']['python']}\nglmer: {r['refusal']['r']}"
-                ET.SubElement(tc, "failure", message=r["verdict"]).text = text
-    root.set("tests", str(tests))
-    root.set("failures", str(failures))
-    root.set("errors", str(errors))
-    return ET.ElementTree(root)
+                t["failure"] = (r["verdict"], text)
+            testcases.append(t)
+    return junit_xml(suite, testcases)
 
 
 def write_all(store: Store, run_id: str, out: Path) -> list[Path]:

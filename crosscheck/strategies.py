@@ -36,7 +36,7 @@ PROFILES = {
     "ci": {"settings": {"max_examples": 20, "derandomize": True, "print_blob": True},
            "sweep": {"cases": 8, "max_groups": 15, "seed": "ci"}},
     "thorough": {"settings": {"max_examples": 2000},
-                 "sweep": {"cases": 2000, "max_groups": 12, "seed": "thorough",
+                 "sweep": {"cases": 2000, "max_groups": 8, "seed": "thorough",
                            "datasets": ("cbpp", "grouseticks", "VerbAgg", "Arabidopsis")}},
 }
 

@@ -1,5 +1,6 @@
-"""Generated cases are valid for every family/link/structure: the reference builds them, or
-refuses them with a ModelError naming the problem (never another exception)."""
+"""Generated cases are valid for every family/link/structure: they build into a `Case`, the
+reference builds them or refuses them with a ModelError naming the problem, and glmer, given the
+same case, fits it on the same design (stage 0) or refuses it with a reason."""
 from __future__ import annotations
 
 import pytest
@@ -7,38 +8,48 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference_impl as ri
-from crosscheck.strategies import FAMILY_LINKS, STRUCTURES, cases
+from crosscheck.diagnose import VERDICT_OF_STAGE
+from crosscheck.generate import draw_case
+from crosscheck.strategies import EDGES, FAMILY_LINKS, STRUCTURES, cases
 from reference_impl.model import make_model
+
+VERDICTS = {"match", *VERDICT_OF_STAGE.values(), "r-refused", "python-refused", "both-refused"}
 
 
 @given(case=cases(max_groups=30))
 def test_generated_cases_build_or_are_refused_cleanly(case):
     try:
-        model = make_model(case.formula, case.data, case.family, case.link, case.weights)
+        model = make_model(case.formula, case.data, case.family, case.link, case.weights, case.offset)
     except ri.ModelError as err:
         assert str(err)
         return
     assert model.N == len(case.data)
     assert model.q == sum(t.nl * t.nc for t in model.design.reterms)
     assert model.scalar_single == case.scalar
+    assert case.truth["edge"] in EDGES
 
 
 @pytest.mark.parametrize("family, link", FAMILY_LINKS)
 @pytest.mark.parametrize("structure", STRUCTURES)
-def test_every_family_link_structure_fits_or_refuses(family, link, structure):
-    """One small drawn case per pair and structure, fitted in lme4 mode."""
-    check_fit(family, link, structure)
+def test_every_family_link_structure_is_a_valid_case_for_both_sides(family, link, structure,
+                                                                    compare_case):
+    """One small drawn case per pair and structure, compared with glmer in lme4 mode (nAGQ 1)."""
+    check(family, link, structure, compare_case)
 
 
 @settings(max_examples=1, deadline=None)
 @given(st.data())
-def check_fit(family, link, structure, data):
-    data = data.draw(cases(max_groups=12, min_groups=6, family_link=(family, link), structure=structure))
-    assert (data.family, data.link, data.structure) == (family, link, structure)
-    try:
-        fit = ri.glmer(data.formula, data.data, data.family, data.link, nAGQ=1)
-    except ri.PirlsError as err:             # lme4's own refusals (separation, negative eta, …)
-        assert str(err)
-        return
-    assert fit.theta and fit.fixef
-    assert fit.minus2loglik == fit.minus2loglik or fit.family not in ("binomial", "poisson")
+def check(family, link, structure, compare_case, data):
+    drawn = data.draw(cases(max_groups=8, min_groups=5, family_link=(family, link), structure=structure))
+    assert (drawn.family, drawn.link, drawn.structure) == (family, link, structure)
+    (c,) = compare_case(drawn.to_case((1,))).results
+    assert c.verdict in VERDICTS
+    assert c.diagnosis.stage_failed != 0, [d for d in c.diffs if not d.ok]
+    for side in (c.python, c.r):
+        assert side.ok or side.error
+
+
+def test_seeded_draws_are_reproducible_and_vary_with_the_index():
+    a, b, other = draw_case("s", 3, max_groups=20), draw_case("s", 3, max_groups=20), draw_case("s", 4, max_groups=20)
+    assert a.formula == b.formula and a.data.equals(b.data) and a.truth == b.truth
+    assert not (other.formula == a.formula and other.data.equals(a.data))

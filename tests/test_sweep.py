@@ -1,0 +1,73 @@
+"""`crosscheck run`: a sweep killed with SIGKILL resumes and stores every case exactly once; its
+outputs; bad input exits 2 with the problem named."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from xml.etree import ElementTree as ET
+
+CLI = [sys.executable, "-m", "crosscheck.cli"]
+ENV = {**os.environ, "CI": "true"}
+
+
+def run_cli(*args):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600, env=ENV)
+
+
+def stored(db, run_id):
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT case_key, count(*) FROM cases WHERE run_id = ? GROUP BY 1",
+                           (run_id,)).fetchall()
+
+
+def test_sigkill_mid_run_then_resume_stores_every_case_once(tmp_path):
+    db, out = tmp_path / "r.sqlite", tmp_path / "out"
+    args = ["run", "--cases", "8", "--seed", "kill", "--max-groups", "6", "--datasets", "none",
+            "--nagq", "0,1", "--mode", "lme4", "--workers", "1", "--shrink", "0",
+            "--store", str(db), "--out", str(out)]
+    p = subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, env=ENV)
+    run_id = p.stderr.readline().split()[1].rstrip(":")
+    deadline = time.monotonic() + 300
+    while len(stored(db, run_id)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    before = stored(db, run_id)
+    assert 2 <= len(before) < 8
+    resumed = run_cli(*args, "--resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    after = stored(db, run_id)
+    assert sorted(after) == [(f"gen:kill:{i}", 1) for i in range(8)]
+    assert f"[{len(before) + 1}/8]" in resumed.stderr            # finished cases were not redone
+    with sqlite3.connect(db) as con:
+        (status,) = con.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        n_fits = con.execute("SELECT count(*) FROM fits JOIN cases USING (case_id) WHERE run_id = ?",
+                             (run_id,)).fetchone()[0]
+        versions = con.execute("SELECT count(*) FROM cases WHERE run_id = ? AND status = 'done' "
+                               "AND versions_id IS NULL", (run_id,)).fetchone()[0]
+    assert status == "finished" and versions == 0
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["key"] for x in lines) == [k for k, _ in after]
+    suite = ET.parse(out / "junit.xml").getroot()
+    assert len(suite.findall("testcase")) == n_fits + sum(json.loads(x)["report"] is None for x in lines)
+    assert "| nAGQ | mode | cases | % passed |" in (out / "summary.md").read_text()
+    assert "| 1 | lme4 |" in resumed.stdout
+
+
+def test_bad_input_exits_2_naming_the_problem(tmp_path):
+    db = str(tmp_path / "r.sqlite")
+    p = run_cli("run", "--resume", "nosuch", "--store", db)
+    assert p.returncode == 2 and "no run 'nosuch'" in p.stderr and "Traceback" not in p.stderr
+    (tmp_path / "bad.json").write_text("{not json")
+    p = run_cli("run", "--case", str(tmp_path / "bad.json"), "--store", db)
+    assert p.returncode == 2 and "not valid JSON" in p.stderr
+    p = run_cli("run", "--datasets", "cbppp", "--store", db)
+    assert p.returncode == 2 and "unknown lme4 data set 'cbppp'" in p.stderr
+    p = run_cli("gate", "--baseline", str(tmp_path / "none.json"), "--store", db)
+    assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
