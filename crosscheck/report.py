@@ -29,6 +29,7 @@ from reference_impl.errors import ModelError
 
 from .calibrate import base_quantity
 from .case import Case
+from .diffs import Diff
 
 WORST = 20
 MODE_STYLE = (("lme4", "o"), ("exact", "x"))      # marker per mode; colour C0, C1 in this order
@@ -196,7 +197,7 @@ def _features(record: dict, report: dict) -> dict[str, Any]:
     return {"nrow": report["case"].get("nrow")}
 
 
-def _records(rows: Iterable[dict]) -> list[dict]:
+def records(rows: Iterable[dict]) -> list[dict]:
     """Each record as {key, status, error, report, features, case_file}; bare CaseReport JSON
     dicts are accepted too."""
     out = []
@@ -245,12 +246,13 @@ def run_summary(records: list[dict]) -> dict[str, Any]:
                 if lv is not None and d["tol"] != "equal":
                     dist[res["nAGQ"]][base_quantity(d["quantity"])][res["mode"]].append(lv)
                     logs.append(lv)
-            ranked = [d for d in res["diffs"] if isinstance(d["tol"], dict) and d["abs"] is not None]
+            ranked = [Diff(**d) for d in res["diffs"] if isinstance(d["tol"], dict)
+                      and isinstance(d["abs"], (int, float)) and isinstance(d["r"], (int, float))]
             if ranked:
-                w = max(ranked, key=_excess)
+                w = max(ranked, key=lambda d: d.excess)
                 worst.append({"key": rec["key"], "nAGQ": res["nAGQ"], "mode": res["mode"],
-                              "verdict": res["verdict"], "quantity": w["quantity"], "abs": w["abs"],
-                              "rel": w["rel"], "excess": _excess(w), "case_file": rec["case_file"]})
+                              "verdict": res["verdict"], "quantity": w.quantity, "abs": w.abs,
+                              "rel": w.rel, "excess": w.excess, "case_file": rec["case_file"]})
             theta = list((res["r"].get("theta") or {}).values())
             points.append({"nAGQ": res["nAGQ"], "mode": res["mode"], "worst_log10": max(logs, default=None),
                            "theta": theta[0] if theta else None, **rec["features"]})
@@ -261,13 +263,6 @@ def run_summary(records: list[dict]) -> dict[str, Any]:
     return {"verdicts": [{"key": list(k), "count": n} for k, n in sorted(verdicts.items(), key=str)],
             "distributions": table, "raw": {k: {q: dict(m) for q, m in qs.items()} for k, qs in dist.items()},
             "worst": worst[:WORST], "points": points}
-
-
-def _excess(d: dict) -> float:
-    tol = d["tol"]
-    bound = tol["abs"] + tol["rel"] * abs(d["r"]) if isinstance(d["r"], (int, float)) else tol["abs"]
-    a = d["abs"]
-    return a / bound if bound > 0 else (0.0 if a == 0 else math.inf)
 
 
 def distributions_png(raw: dict[str, dict[str, list[float]]], nAGQ: int) -> str:
@@ -305,9 +300,9 @@ def features_png(points: list[dict]) -> str:
 
 def run_html(rows: Iterable[dict], title: str = "crosscheck run") -> str:
     """The run report of a sweep's records (module doc)."""
-    records = _records(rows)
-    s = run_summary(records)
+    recs = records(rows)
+    s = run_summary(recs)
     plots = {k: distributions_png(s["raw"][k], k) for k in s["distributions"]}
     return _ENV.get_template("run.html.j2").render(
         title=title, summary=s, plots=plots, features=features_png(s["points"]) if s["points"] else None,
-        cases=len(records))
+        cases=len(recs))

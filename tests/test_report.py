@@ -18,7 +18,7 @@ from crosscheck.case import Case
 from crosscheck.compare import compare_case
 from crosscheck.datasets import readme_example
 from crosscheck.investigate import investigate
-from crosscheck.report import investigation_html, run_summary, _records
+from crosscheck.report import investigation_html, records, run_summary
 from crosscheck.sides import RSide
 from crosscheck.store import Store
 
@@ -121,7 +121,7 @@ def test_run_report(R, chromium, tmp_path):
     assert p.returncode == 0, p.stderr
     image, ids = render(chromium, out, tmp_path)
     assert not_blank(image) > 0.03
-    s = run_summary(_records(reports))
+    s = run_summary(records(reports))
     assert ids["cases"][0] == "2"
     assert int(ids["verdict-count-1-lme4-match"][0]) == 2
     for k, qs in s["distributions"].items():
@@ -143,9 +143,9 @@ def test_run_report(R, chromium, tmp_path):
     assert p.returncode == 0, p.stderr
     html = out2.read_text()
     assert 'download="file-readme.json"' in html or 'download="file-cbpp.json"' in html
-    records = _records({"case": c.to_json(), "report": r} for c, r in zip(cases, reports))
-    assert [r["features"]["groups"] for r in records] == [3, 15]
-    assert records[1]["features"]["group_size"] == pytest.approx(56 / 15)
+    recs = records({"case": c.to_json(), "report": r} for c, r in zip(cases, reports))
+    assert [r["features"]["groups"] for r in recs] == [3, 15]
+    assert recs[1]["features"]["group_size"] == pytest.approx(56 / 15)
     bad = subprocess.run([*cli, "--run", "no-such-run", "--store", str(tmp_path / "results.sqlite"),
                           "--out", str(out2)], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "error:" in bad.stderr
