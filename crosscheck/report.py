@@ -78,15 +78,28 @@ def _floats(values) -> np.ndarray:
     return np.array([float(v) for v in values])
 
 
+def _marks(ax, curve) -> None:
+    """A dotted line and a label at each optimum; optima closer than 1% of the range share one."""
+    span = max(curve["x"]) - min(curve["x"]) or 1.0
+    groups: list[tuple[float, list[str]]] = []
+    for name, x in curve["marks"].items():
+        near = next((g for g in groups if abs(g[0] - x) < 0.01 * span), None)
+        if near:
+            near[1].append(name)
+        else:
+            groups.append((x, [name]))
+    for x, names in groups:
+        ax.axvline(x, color="grey", lw=0.8, ls=":")
+        ax.annotate(" = ".join(names), (x, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
+                    ha="center", va="bottom")
+
+
 def _curve_axes(ax, curve, keys=("value",), diff_ax=None) -> None:
     """A profile: glmer (line) and python (dots) for each component; python − glmer below."""
     for k in keys:
         ax.plot(curve["x"], _floats(curve["r"][k]), "-", label=f"glmer {k}")
         ax.plot(curve["x"], _floats(curve["python"][k]), ".", label=f"python {k}")
-    for name, x in curve["marks"].items():
-        ax.axvline(x, color="grey", lw=0.8, ls=":")
-        ax.annotate(name, (x, 1.0), xycoords=("data", "axes fraction"), fontsize=7, ha="center",
-                    va="bottom")
+    _marks(ax, curve)
     ax.set_title(curve["label"], fontsize=9)
     if diff_ax is not None:
         diff_ax.plot(curve["x"], _floats(curve["python"]["value"]) - _floats(curve["r"]["value"]), ".-")
@@ -124,10 +137,7 @@ def fixed_modes_png(curve: dict) -> str:
     rest = value - ldL2
     ax[0, 1].plot(x, rest - rest[i0], "-", label="(objective − ldL2) − same at GN")
     for a in ax[0]:
-        for name, m in curve["marks"].items():
-            a.axvline(m, color="grey", lw=0.8, ls=":")
-            a.annotate(name, (m, 1.0), xycoords=("data", "axes fraction"), fontsize=7, ha="center",
-                       va="bottom")
+        _marks(a, curve)
         a.set_xlabel("t: β = β_GN + t (β_glmer − β_GN), θ = glmer's", fontsize=8)
         a.legend(fontsize=7)
     return _png(fig)
