@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from reference_impl.errors import ModelError
+from reference_impl.errors import ModelError, PirlsError
 
 from .case import Case, read_table, r_dataset_name
 from .rbridge import RBridgeError
@@ -268,7 +268,12 @@ def investigate(case_file, data, formula, family, link, weights, offset, nagq, n
     invs = [run_investigation(case, k, mode, at, Policy.load("pyproject.toml"), r_side)
             for k in case.nagq]
     reason = not_attributable(case) if attribution else "not asked for (--no-attribution)"
-    att = attribute(case, r_side) if reason is None else None
+    att = None
+    if reason is None:
+        try:
+            att = attribute(case, r_side)
+        except (ModelError, PirlsError) as e:       # e.g. no converged truth: the rest stands
+            reason = f"failed: {e}"
     if html:
         from .report import investigation_html
 
