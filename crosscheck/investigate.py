@@ -125,12 +125,12 @@ def investigate(case: Case, nAGQ: int, mode: str = "lme4", at=None, policy: Poli
     inv.names = list(c.r.theta_names) + (list(c.r.fixef) if nAGQ else [])
     inv.optima = {"r": c.r.pars.tolist(), "python": c.python.pars.tolist()}
     inv.diagnostics = {"r": r_diagnostics(c.r), "python": python_diagnostics(c.python)}
+    at = c.r.pars if at is None else _parse_at(at, len(inv.names))
+    inv.trace_at = at.tolist()
     devfun = r_side.devfun(case, nAGQ)
     try:
         both = _Both(case, nAGQ, mode, r_side, devfun)
         _profiles(inv, c, both, points)
-        at = c.r.pars if at is None else _parse_at(at, len(inv.names))
-        inv.trace_at = at.tolist()
         inv.traces = {"r": _trace_json(r_side.trace(devfun, at)),
                       "python": _trace_json(PythonSide(mode).trace(case, nAGQ, at, both.lp0))}
         inv.fixed_modes = fixed_modes(case, c.r, both)
