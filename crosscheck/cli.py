@@ -232,10 +232,10 @@ def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, tol,
     write_all(store, run_id, out)
     click.echo(summary(store, run_id))
     if shrink:
-        from .corpus import save_worst
+        from .corpus import class_name, save_reproducers
 
-        for line in save_worst(store, run_id, Path(corpus), shrink, shrink_budget):
-            click.echo(line)
+        for cls, path, how in save_reproducers(store, run_id, Path(corpus), shrink, shrink_budget):
+            click.echo(f"{class_name(cls)} ({cls['n']} fits): {path} ({how})")
     sys.exit(EXIT_MATCH)
 
 
@@ -349,6 +349,28 @@ def gate(baseline, update_baseline, workers, case_timeout, store_path, out):
         click.echo(f"baseline {baseline} rewritten from run {run_id}")
         sys.exit(EXIT_MATCH)
     sys.exit(EXIT_MISMATCH if any(c.failing for c in found) else EXIT_MATCH)
+
+
+@main.command()
+@click.option("--run", "run_id", required=True, help="a run id of the store")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False),
+              default=".crosscheck/results.sqlite", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default="docs/findings.md", show_default=True)
+@click.option("--corpus", type=click.Path(file_okay=False), default="docs/findings", show_default=True,
+              help="where each failure class's reproducer (a case file) goes")
+@click.option("--shrink-budget", type=float, default=45.0, show_default=True,
+              help="seconds of shrinking per failure class")
+@fails_cleanly
+def findings(run_id, store_path, out, corpus, shrink_budget):
+    """docs/findings.md from a stored sweep: verdicts, distribution of differences per nAGQ, mode
+    and quantity, and every failure class with its shrunk reproducer."""
+    from .findings import findings as write_findings
+    from .store import Store
+
+    store = Store(store_path)
+    store.run(run_id)                                  # an unknown run fails before any work
+    write_findings(store, run_id, Path(out), Path(corpus), shrink_budget)
+    click.echo(f"wrote {out} and the reproducers in {corpus}/")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""`crosscheck findings --run RUN_ID`: docs/findings.md from a stored sweep — the verdicts, the
+distribution of |python − glmer| per nAGQ, mode and quantity, and every failure class with a
+reproducer (shrunk by hypothesis when the case was generated) saved as a case file.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .corpus import class_name, save_reproducers
+from .outputs import QUANTITIES, fmt, harness_line, verdict_table
+from .store import Store
+
+PER_FIT_WORST = """
+SELECT f.nagq, f.mode, d.base, max(abs(d.abs)) AS worst, max(NOT d.ok AND d.gating) AS failed
+FROM diffs d JOIN fits f USING (fit_id) JOIN cases c USING (case_id)
+WHERE c.run_id = ? AND d.abs IS NOT NULL AND c.case_key LIKE ?
+GROUP BY f.fit_id, d.base
+"""
+
+
+def distribution_table(store: Store, run_id: str, keys: str = "%") -> str:
+    """Per (nAGQ, mode, quantity): how many fits, and percentiles of each fit's largest |Δ|."""
+    values: dict[tuple, list[float]] = defaultdict(list)
+    failed: dict[tuple, int] = defaultdict(int)
+    for r in store.query(PER_FIT_WORST, run_id, keys):
+        key = (r["nagq"], r["mode"], r["base"])
+        values[key].append(r["worst"])
+        failed[key] += r["failed"]
+    order = {q: i for i, q in enumerate(QUANTITIES)}
+    lines = ["| nAGQ | mode | quantity | fits | median | 90 % | 99 % | max | past tolerance |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (k, mode, q), v in sorted(values.items(), key=lambda kv: (kv[0][0], kv[0][1],
+                                                                   order.get(kv[0][2], 99), kv[0][2])):
+        if q not in order:
+            continue
+        p50, p90, p99 = np.percentile(v, [50, 90, 99])
+        lines.append(f"| {k} | {mode} | {q} | {len(v)} | {fmt(p50)} | {fmt(p90)} | {fmt(p99)} | "
+                     f"{fmt(max(v))} | {failed[(k, mode, q)]} |")
+    return "\n".join(lines)
+
+
+def _class_section(store: Store, run_id: str, cls: dict, path: Path, how: str, base: Path) -> str:
+    doc = json.loads(path.read_text())
+    link = f"[{path.name}]({path.relative_to(base) if path.is_relative_to(base) else path})"
+    lines = [f"### {class_name(cls)}", "",
+             f"{cls['n']} fits; families: {cls['families']}; worst |Δ|/tolerance "
+             f"{fmt(cls['worst'])}.", "",
+             f"Reproducer {link}: `{doc['formula']}`, {doc['family']}({doc['link']}), "
+             f"{doc['data']['nrow']} rows, nAGQ {doc['nagq'][0]}, {cls['mode']} mode — {how}.", "",
+             f"    crosscheck compare --case {path} --mode {cls['mode']}", ""]
+    return "\n".join(lines)
+
+
+def findings(store: Store, run_id: str, out: Path, corpus: Path, budget_s: float,
+             max_classes: int = 40) -> str:
+    """Write the findings document (and the reproducers into `corpus`); returns its text."""
+    run = store.run(run_id)
+    versions = store.query("SELECT DISTINCT v.json FROM cases c JOIN versions v USING (versions_id) "
+                           "WHERE c.run_id = ?", run_id)
+    reproducers = save_reproducers(store, run_id, corpus, max_classes, budget_s)
+    config = run["config"]
+    parts = [
+        f"# Findings of sweep {run_id}", "",
+        f"The sweep: {config['cases']} generated cases (seed "
+        f"`{config['seed']}`, up to {config['max_groups']} groups) and lme4's "
+        f"{', '.join(config['datasets'])}, nAGQ {', '.join(map(str, config['nagq']))} (> 1 for single "
+        f"scalar-term models only), modes {', '.join(config['modes'])}. "
+        f"{harness_line(store, run_id)}. Started {run['created']}, finished {run['finished']}.", "",
+        "Versions: " + "; ".join(", ".join(f"{k} {v}" for k, v in json.loads(r[0]).items())
+                                 for r in versions) + ".", "",
+        "## Verdicts per nAGQ and mode", "", verdict_table(store, run_id), "",
+        "## Distribution of |python − glmer| (generated cases)", "",
+        "Each fit contributes its largest |Δ| per quantity (over θ's, β's, fitted values' elements); "
+        "`past tolerance` counts fits where a gating difference of that quantity failed.", "",
+        distribution_table(store, run_id, "gen:%"), "",
+        "## Failure classes and their reproducers", "",
+        "A class is (verdict, mode, nAGQ), a crash of the reference apart. Its worst case was shrunk "
+        "by hypothesis (the same verdict for the same family and link) and saved as a case file.", ""]
+    parts += [_class_section(store, run_id, cls, path, how, out.parent) for cls, path, how in reproducers]
+    text = "\n".join(parts) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return text
