@@ -103,7 +103,7 @@ def changes(before: dict[str, dict], after: dict[str, dict]) -> list[Change]:
             x, y = b["diffs"][q], a["diffs"][q]
             if _num(y) > GROWTH * max(_num(x), FLOOR):
                 out.append(Change(key, q, x, y, True, f"grew more than {GROWTH:g}x"))
-            elif _num(y) < max(_num(x), FLOOR) / GROWTH:
+            elif _num(x) > FLOOR and _num(y) < _num(x) / GROWTH:
                 out.append(Change(key, q, x, y, False, "shrank"))
     return out
 
