@@ -182,7 +182,7 @@ def _run_options(command):
                      help="finish an interrupted run (its own configuration is used)"),
         click.option("--shrink", type=click.IntRange(0), default=2, show_default=True,
                      help="failure classes whose worst case is shrunk into the corpus"),
-        click.option("--shrink-budget", type=float, default=60.0, show_default=True,
+        click.option("--shrink-budget", type=float, default=30.0, show_default=True,
                      help="seconds of shrinking per failure class"),
         click.option("--corpus", type=click.Path(file_okay=False), default=".crosscheck/corpus",
                      show_default=True, help="where shrunk reproducers are saved"),
@@ -304,8 +304,9 @@ def report(run_id, store_path, jsonl, out):
     if (run_id is None) == (jsonl is None):
         raise ModelError("give one of --run RUN_ID and --jsonl FILE")
     if jsonl:
-        with open(jsonl) as f:
-            records = [json.loads(line) for line in f if line.strip()]
+        from .outputs import read_jsonl
+
+        records = read_jsonl(Path(jsonl))
         title = f"crosscheck report: {Path(jsonl).name}"
     else:
         from .store import Store
@@ -313,9 +314,7 @@ def report(run_id, store_path, jsonl, out):
         store = Store(store_path)
         store.run(run_id)                                  # StoreError for an unknown run
         records = [{"key": c["case_key"], "status": c["status"], "error": c["error"],
-                    "case": json.loads(c["case_json"]) if c["case_json"] else None,
-                    "report": json.loads(c["report_json"]) if c["report_json"] else None}
-                   for c in store.cases(run_id)]
+                    **dict(zip(("case", "report"), store.documents(c)))} for c in store.cases(run_id)]
         title = f"crosscheck run {run_id}"
     Path(out).write_text(run_html(records, title))
     click.echo(out)

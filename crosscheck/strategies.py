@@ -32,7 +32,7 @@ EDGES = ["none", "all-zero-group", "quasi-separation", "near-singular"]
 # hypothesis settings and `crosscheck run` sizes per profile: dev (quick local runs), ci
 # (derandomized, within the CI budget), thorough (the wide search behind docs/findings.md)
 PROFILES = {
-    "dev": {"settings": {"max_examples": 20}, "sweep": {"cases": 30, "max_groups": 30}},
+    "dev": {"settings": {"max_examples": 20}, "sweep": {"cases": 30, "max_groups": 15}},
     "ci": {"settings": {"max_examples": 20, "derandomize": True, "print_blob": True},
            "sweep": {"cases": 8, "max_groups": 15, "seed": "ci"}},
     "thorough": {"settings": {"max_examples": 2000},

@@ -40,7 +40,7 @@ def test_every_family_link_structure_is_a_valid_case_for_both_sides(family, link
 @settings(max_examples=1, deadline=None)
 @given(st.data())
 def check(family, link, structure, compare_case, data):
-    drawn = data.draw(cases(max_groups=8, min_groups=5, family_link=(family, link), structure=structure))
+    drawn = data.draw(cases(max_groups=6, min_groups=4, family_link=(family, link), structure=structure))
     assert (drawn.family, drawn.link, drawn.structure) == (family, link, structure)
     (c,) = compare_case(drawn.to_case((1,))).results
     assert c.verdict in VERDICTS
