@@ -1,12 +1,16 @@
 """Reference speed beside glmer and glmmTMB, measured in one run (issue 5); `make bench`.
 
-For each case and nAGQ: wall time of the reference's exact-mode fit (`reference_impl.glmer`), of
+For each case and nAGQ: the time of the reference's exact-mode fit (`reference_impl.glmer`), of
 glmer and of glmmTMB (Laplace, nAGQ = 1 rows only) through the embedded R (the bridge call is timed,
 data transfer included), and the cost of one deviance-function evaluation in lme4 mode beside
 glmer's `devFunOnly` function (same lp0, same parameters; R's timed inside R). Cases: cbpp,
 VerbAgg, and synthetic binary data with one factor of 5000 groups at each size. Then the log-log
 slope of Python's time against N, the targets, and the peak RSS of a fresh process that builds
 the largest synthetic data set and fits it.
+
+Times are CPU seconds of this process (R is embedded in it) beside wall seconds: on a shared
+machine wall time measures the neighbours. BLAS runs single-threaded on both sides, so CPU time
+is work done; the ratios and the slope use CPU time.
 
     .venv/bin/python benchmarks/run.py                      # everything (tens of minutes)
     .venv/bin/python benchmarks/run.py --quick              # cbpp, VerbAgg, N = 10k, nAGQ = 1
@@ -15,18 +19,21 @@ the largest synthetic data set and fits it.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")      # before numpy and R load their BLAS
 
-import reference_impl as ri
-from reference_impl.fit import versions
-from crosscheck.rbridge import RSession, RTimeout
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+import reference_impl as ri  # noqa: E402
+from crosscheck.rbridge import RSession, RTimeout  # noqa: E402
+from reference_impl.fit import versions  # noqa: E402
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 VERBAGG = "r2 ~ Anger + Gender + btype + situ + (1 | id)"
@@ -55,51 +62,60 @@ class Case:
 
 
 @dataclass
+class Timing:
+    cpu: float
+    wall: float
+
+    def __str__(self) -> str:
+        return f"{self.cpu:.2f} s ({self.wall:.2f})"
+
+
+@dataclass
 class Row:
     case: str
     N: int
     nAGQ: int
-    python_s: float
-    glmer_s: float | None          # None: timed out
-    glmmtmb_s: float | None
+    python: Timing
+    glmer: Timing | None           # None: timed out
+    glmmtmb: Timing | None
     delta_m2ll: float | None       # python exact − glmer, −2 log L
-    py_eval_ms: float
+    py_eval_ms: float              # CPU ms per lme4-mode evaluation
     r_eval_ms: float
 
     @property
     def ratio(self) -> float | None:
-        return None if self.glmer_s is None else self.python_s / self.glmer_s
+        return None if self.glmer is None else self.python.cpu / self.glmer.cpu
 
 
-def clock(fn):
-    t = time.perf_counter()
+def clock(fn) -> tuple[Timing, object]:
+    cpu, wall = time.process_time(), time.perf_counter()
     value = fn()
-    return time.perf_counter() - t, value
+    return Timing(time.process_time() - cpu, time.perf_counter() - wall), value
 
 
-def fit_glmer(R: RSession, case: Case, nAGQ: int, timeout: float) -> tuple[float | None, dict | None]:
+def fit_glmer(R: RSession, case: Case, nAGQ: int, timeout: float) -> tuple[Timing | None, dict | None]:
     try:
-        seconds, rec = clock(lambda: R.fit(case.data, case.formula, "binomial", nAGQ=nAGQ, timeout=timeout))
+        t, rec = clock(lambda: R.fit(case.data, case.formula, "binomial", nAGQ=nAGQ, timeout=timeout))
     except RTimeout:
         return None, None
     if not rec["ok"]:
         raise RuntimeError(f"glmer failed on {case.name}: {rec['error']}")
-    return seconds, rec["value"]
+    return t, rec["value"]
 
 
-def fit_glmmtmb(R: RSession, case: Case, timeout: float) -> float | None:
+def fit_glmmtmb(R: RSession, case: Case, timeout: float) -> Timing | None:
     try:
-        seconds, rec = clock(lambda: R.fit_glmmtmb(case.data, case.formula, "binomial", timeout=timeout))
+        t, rec = clock(lambda: R.fit_glmmtmb(case.data, case.formula, "binomial", timeout=timeout))
     except RTimeout:
         return None
     if not rec["ok"]:
         raise RuntimeError(f"glmmTMB failed on {case.name}: {rec['error']}")
-    return seconds
+    return t
 
 
 def per_evaluation(R: RSession, case: Case, nAGQ: int) -> tuple[float, float]:
-    """ms per deviance-function evaluation: lme4 mode here, glmer's devFunOnly in R, both from
-    R's lp0 at R's stage-2 start."""
+    """CPU ms per deviance-function evaluation: lme4 mode here, glmer's devFunOnly in R, both
+    from R's lp0 at R's stage-2 start."""
     reg = R.devfun(case.data, case.formula, "binomial", nAGQ=nAGQ)
     if not reg["ok"]:
         raise RuntimeError(f"devFunOnly failed on {case.name}: {reg['error']}")
@@ -107,49 +123,49 @@ def per_evaluation(R: RSession, case: Case, nAGQ: int) -> tuple[float, float]:
     reps = max(3, int(2e6 // len(case.data)))
     R.assign("cc_bench_pars", start)
     r_s = R.eval(f"local({{f <- cc_devfun_get('{fid}'); f(cc_bench_pars); "
-                 f"system.time(for (i in 1:{reps}) f(cc_bench_pars))[['elapsed']]}})")
+                 f"sum(system.time(for (i in 1:{reps}) f(cc_bench_pars))[c('user.self', 'sys.self')])}})")
     R.devfun_drop(fid)
     f = ri.devfun(case.formula, case.data, nAGQ=nAGQ, lp0=lp0)
     f(start)
-    py_s, _ = clock(lambda: [f(start) for _ in range(reps)])
-    return 1e3 * py_s / reps, 1e3 * r_s / reps
+    py, _ = clock(lambda: [f(start) for _ in range(reps)])
+    return 1e3 * py.cpu / reps, 1e3 * r_s / reps
 
 
 def bench(R: RSession, case: Case, nAGQ: int, timeout: float, tmb: dict) -> Row:
-    py_s, fit = clock(lambda: ri.glmer(case.formula, case.data, nAGQ=nAGQ, mode="exact"))
-    glmer_s, rec = fit_glmer(R, case, nAGQ, timeout)
+    py, fit = clock(lambda: ri.glmer(case.formula, case.data, nAGQ=nAGQ, mode="exact"))
+    glmer, rec = fit_glmer(R, case, nAGQ, timeout)
     key = (case.name, len(case.data))
     if nAGQ == 1 and key not in tmb:
         tmb[key] = fit_glmmtmb(R, case, timeout)
     py_ms, r_ms = per_evaluation(R, case, nAGQ)
     delta = None if rec is None else fit.objective - rec["minus2loglik_raw"]       # same scale (§4.3)
-    row = Row(case.name, len(case.data), nAGQ, py_s, glmer_s, tmb.get(key) if nAGQ == 1 else None,
+    row = Row(case.name, len(case.data), nAGQ, py, glmer, tmb.get(key) if nAGQ == 1 else None,
               delta, py_ms, r_ms)
-    print(f"  {row.case:>10} N={row.N:<8} nAGQ={nAGQ:<3} python {py_s:8.2f} s   glmer "
-          f"{fmt_s(glmer_s, timeout)}   per evaluation {py_ms:.2f} / {r_ms:.2f} ms", flush=True)
+    print(f"  {row.case:>10} N={row.N:<8} nAGQ={nAGQ:<3} python {py}   glmer {fmt(glmer, timeout)}   "
+          f"per evaluation {py_ms:.2f} / {r_ms:.2f} ms", flush=True)
     return row
 
 
-def fmt_s(s: float | None, timeout: float) -> str:
-    return f"> {timeout:.0f} s" if s is None else f"{s:.2f} s"
+def fmt(t: Timing | None, timeout: float) -> str:
+    return f"> {timeout:.0f} s wall" if t is None else str(t)
 
 
 def table(rows: list[Row], timeout: float) -> str:
-    out = ["| case | N | nAGQ | Python exact | glmer | Python / glmer | glmmTMB | Δ −2logLik (Python − glmer) "
-           "| lme4-mode evaluation: Python / glmer |",
+    out = ["| case | N | nAGQ | Python exact: CPU s (wall) | glmer: CPU s (wall) | Python / glmer (CPU) "
+           "| glmmTMB: CPU s (wall) | Δ −2logLik (Python − glmer) | lme4-mode evaluation, CPU ms: Python / glmer |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = "—" if r.ratio is None else f"{r.ratio:.2f}×"
-        tmb = "—" if r.nAGQ != 1 else fmt_s(r.glmmtmb_s, timeout)
+        tmb = "—" if r.nAGQ != 1 else fmt(r.glmmtmb, timeout)
         delta = "—" if r.delta_m2ll is None else f"{r.delta_m2ll:.1e}"
-        out.append(f"| {r.case} | {r.N:,} | {r.nAGQ} | {r.python_s:.2f} s | {fmt_s(r.glmer_s, timeout)} | {ratio} "
-                   f"| {tmb} | {delta} | {r.py_eval_ms:.2f} / {r.r_eval_ms:.2f} ms |")
+        out.append(f"| {r.case} | {r.N:,} | {r.nAGQ} | {r.python} | {fmt(r.glmer, timeout)} | {ratio} "
+                   f"| {tmb} | {delta} | {r.py_eval_ms:.2f} / {r.r_eval_ms:.2f} |")
     return "\n".join(out)
 
 
 def slope(rows: list[Row], nAGQ: int) -> float | None:
-    """d log(time) / d log(N) of Python's synthetic fits (least squares)."""
-    pts = [(r.N, r.python_s) for r in rows if r.case == "synthetic" and r.nAGQ == nAGQ]
+    """d log(CPU time) / d log(N) of Python's synthetic fits (least squares)."""
+    pts = [(r.N, r.python.cpu) for r in rows if r.case == "synthetic" and r.nAGQ == nAGQ]
     if len(pts) < 2:
         return None
     N, t = np.log(np.array(pts, float)).T
@@ -203,12 +219,12 @@ def main(argv=None) -> None:
     cases += [Case("synthetic", synthetic(N), SYNTHETIC) for N in sizes]
     R.fit(cases[0].data, CBPP, "binomial")                      # warm up both sides
     ri.glmer(CBPP, cases[0].data, mode="exact")
-    print(f"versions: {R.versions()}, {versions()}", flush=True)
+    print(f"versions: {R.versions()}, {versions()}; load average {os.getloadavg()}", flush=True)
     rows, tmb = [], {}
     for case in cases:
         for k in nagq:
             rows.append(bench(R, case, k, a.timeout, tmb))
-    print("\n" + table(rows, a.timeout) + "\n")
+    print(f"\nload average at the end: {os.getloadavg()}\n\n" + table(rows, a.timeout) + "\n")
     for line in targets(rows, nagq):
         print(line)
     if not (a.quick or a.no_rss):
