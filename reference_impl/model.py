@@ -93,19 +93,25 @@ class Model:
         """Level (0-based) of each observation for the first (with `single_term`, the only) term."""
         return np.asarray(self.design.factor_codes[0], np.intp)
 
+    @cached_property
+    def n_levels(self) -> int:
+        """Levels of the first term."""
+        return self.design.reterms[0].nl
+
     def level_sums(self, v: np.ndarray) -> np.ndarray:
         """`J @ v`: Σ_{i∈j} v_i for each level j of the first term, column by column for 2-D v
-        (one bincount over the bins level·k + column, kept per k)."""
-        nl = self.design.reterms[0].nl
+        (one bincount over the bins level·k + column, read in v's memory order)."""
         if v.ndim == 1:
-            return np.bincount(self.fac, v, minlength=nl)
-        k = v.shape[1]
-        if k not in self._level_bins:
-            self._level_bins[k] = (self.fac[:, None] * k + np.arange(k)).ravel()
-        return np.bincount(self._level_bins[k], v.ravel(), minlength=nl * k).reshape(nl, k)
+            return np.bincount(self.fac, v, minlength=self.n_levels)
+        k, order = v.shape[1], "F" if np.isfortran(v) else "C"
+        if (k, order) not in self._level_bins:
+            bins = self.fac[:, None] * k + np.arange(k)
+            self._level_bins[k, order] = bins.ravel(order=order)
+        sums = np.bincount(self._level_bins[k, order], v.ravel(order=order), minlength=self.n_levels * k)
+        return sums.reshape(self.n_levels, k)
 
     @cached_property
-    def _level_bins(self) -> dict[int, np.ndarray]:
+    def _level_bins(self) -> dict[tuple[int, str], np.ndarray]:
         return {}
 
     @cached_property
@@ -113,7 +119,7 @@ class Model:
         """`(order, starts)`: observations sorted by the first term's level (stable), level j's
         rows being `order[starts[j]:starts[j + 1]]`."""
         order = np.argsort(self.fac, kind="stable")
-        return order, np.searchsorted(self.fac[order], np.arange(self.design.reterms[0].nl + 1))
+        return order, np.searchsorted(self.fac[order], np.arange(self.n_levels + 1))
 
     @cached_property
     def zvals(self) -> np.ndarray:
