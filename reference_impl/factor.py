@@ -70,6 +70,10 @@ class DiagonalFactor(Factor):
 
     solve_Lt = solve_L
 
+    def Ainv_blocks(self) -> np.ndarray:
+        """A⁻¹'s diagonal as nl 1×1 blocks."""
+        return (1.0 / self.Ldiag ** 2)[:, None, None]
+
 
 class BlockFactor(Factor):
     """Single vector term: A = blockdiag_l(I + Σ_{i∈l} m_i m_i'), m_i = √w_i T' mm_i (row i of
@@ -95,6 +99,10 @@ class BlockFactor(Factor):
 
     def solve_Lt(self, b):
         return _backward(self.L, b.reshape(len(self.L), self.nc, -1)).reshape(b.shape)
+
+    def Ainv_blocks(self) -> np.ndarray:
+        """The nl diagonal blocks of A⁻¹, (L_l L_l')⁻¹."""
+        return _backward(self.L, _forward(self.L, np.broadcast_to(np.eye(self.nc), self.L.shape)))
 
 
 def _forward(L: np.ndarray, B: np.ndarray) -> np.ndarray:

@@ -401,11 +401,10 @@ def _ranef(model: Model, theta: np.ndarray, ev) -> tuple[dict, dict]:
     Lambdat = d.Lambdat(theta)
     b = Lambdat.T @ ev.u
     L = ev.pirls.decomp.L
-    if model.scalar_single:
-        Ainv_diag = 1.0 / L.Ldiag ** 2
-        t = d.reterms[0]
-        return ({t.group: pd.DataFrame({t.cnms[0]: b}, index=list(t.levels))},
-                {t.group: (theta[0] ** 2 * Ainv_diag).reshape(1, 1, -1)})
+    if model.single_term:                  # A⁻¹ block diagonal: faces T A_l⁻¹ T', no q×q inverse
+        t, T = d.reterms[0], d.T(theta)[0]
+        return ({t.group: pd.DataFrame(b.reshape(t.nl, t.nc), index=list(t.levels), columns=list(t.cnms))},
+                {t.group: np.einsum("ij,ljk,mk->iml", T, L.Ainv_blocks(), T)})
     Ainv = L.solve_A(np.eye(model.q))
     Lam = Lambdat.T.toarray()
     C = Lam @ Ainv @ Lam.T

@@ -75,7 +75,8 @@ def test_LamtZt_keeps_Zt_pattern_and_values(data, name):
 
 @pytest.mark.parametrize("name", CASES)
 def test_fast_factor_equals_dense_cholesky(data, name):
-    """ldL2, A⁻¹b and RZX'RZX (P-invariant) of the fast factor equal the dense ones."""
+    """ldL2, A⁻¹b, RZX'RZX (P-invariant) and A⁻¹'s diagonal blocks of the fast factor equal the
+    dense ones."""
     formula, family, kind = CASES[name]
     m = make_model(formula, data, family)
     rng = np.random.default_rng(2)
@@ -91,6 +92,10 @@ def test_fast_factor_equals_dense_cholesky(data, name):
     U = (m.design.Lambdat(theta) @ m.Zt @ sp.diags(sqrtW)).toarray()
     assert rel(RZX.T @ RZX, (U @ V).T @ np.linalg.solve(A, U @ V)) < 1e-10
     assert rel(L.LamtUt_dot(V[:, 0]), U @ V[:, 0]) < FACTOR_RTOL
+    if kind in (DiagonalFactor, BlockFactor):                  # condVar's blocks of A⁻¹ (§7)
+        nc, Ainv = m.design.reterms[0].nc, np.linalg.inv(A)
+        blocks = [Ainv[j * nc:(j + 1) * nc, j * nc:(j + 1) * nc] for j in range(m.n_levels)]
+        assert rel(L.Ainv_blocks(), np.stack(blocks)) < 1e-10
 
 
 def points(f, rng):
