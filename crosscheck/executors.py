@@ -131,11 +131,12 @@ class SubprocessPool:
                     w = key.data
                     line = w.proc.stdout.readline()
                     job, w.job = w.job, None
-                    if line:
+                    if line.endswith("\n"):                 # a whole result (not cut by a kill)
                         yield json.loads(line)
                         continue
                     code = w.proc.wait()
-                    yield _failed(job, "crash", f"worker process died (exit code {code})", w.started)
+                    if job is not None:                     # an idle worker had nothing in hand
+                        yield _failed(job, "crash", f"worker process died (exit code {code})", w.started)
                     self._replace(pool, selector, w)
                 for w in [w for w in busy if w.job is not None
                           and time.monotonic() - w.started > self.timeout]:

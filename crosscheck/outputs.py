@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from .store import Store
+from .store import Store, StoreError
 
 VERDICTS = ("match", "optimizer-only", "objective-mismatch", "design-mismatch", "se-mismatch",
             "r-refused", "python-refused", "both-refused")
@@ -80,13 +80,24 @@ def summary(store: Store, run_id: str) -> str:
 def write_jsonl(store: Store, run_id: str, path: Path) -> None:
     with open(path, "w") as out:
         for c in store.cases(run_id):
-            case = json.loads(c["case_json"]) if c["case_json"] else None
+            case, report = store.documents(c)
             if case:
                 case.pop("data", None)
             out.write(json.dumps({"key": c["case_key"], "status": c["status"], "error": c["error"],
-                                  "seconds": c["seconds"], "case": case,
-                                  "report": json.loads(c["report_json"]) if c["report_json"] else None})
-                      + "\n")
+                                  "seconds": c["seconds"], "case": case, "report": report}) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a results.jsonl; StoreError naming the file and line of a damaged one."""
+    records = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            try:
+                records += [json.loads(line)] if line.strip() else []
+            except json.JSONDecodeError as e:
+                raise StoreError(f"{path}, line {number}: not a JSON record ({e.msg}); the file is "
+                                 "damaged or cut short") from None
+    return records
 
 
 def junit_xml(suite: str, testcases: list[dict]) -> ET.ElementTree:
@@ -107,7 +118,7 @@ def junit(store: Store, run_id: str, suite: str = "crosscheck") -> ET.ElementTre
     """One testcase per (case, nAGQ, mode) (a case that never compared: one testcase)."""
     testcases = []
     for c in store.cases(run_id):
-        report = json.loads(c["report_json"]) if c["report_json"] else None
+        _, report = store.documents(c)
         if report is None:
             testcases.append({"classname": suite, "name": c["case_key"], "time": c["seconds"],
                               "error": (c["status"], c["error"] or "")})

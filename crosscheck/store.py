@@ -215,6 +215,18 @@ class Store:
     def cases(self, run_id: str) -> Iterator[sqlite3.Row]:
         yield from self.db.execute("SELECT * FROM cases WHERE run_id = ? ORDER BY case_id", (run_id,))
 
+    def documents(self, row: sqlite3.Row) -> tuple[dict | None, dict | None]:
+        """A stored case's case file and report, parsed; StoreError naming the row when either is
+        damaged."""
+        out = []
+        for column in ("case_json", "report_json"):
+            try:
+                out.append(json.loads(row[column]) if row[column] else None)
+            except json.JSONDecodeError as e:
+                raise StoreError(f"results store {self.path}, run {row['run_id']}, case {row['case_key']}: "
+                                 f"{column} is damaged ({e.msg} at character {e.pos})") from None
+        return out[0], out[1]
+
 
 def _tol(tol) -> tuple[float | None, float | None]:
     return (tol["rel"], tol["abs"]) if isinstance(tol, dict) else (None, None)

@@ -1,0 +1,296 @@
+"""Faults (issue 7): R calls past their timeout, R errors inside glmer, worker processes and whole
+sweeps killed with SIGKILL, two sweeps on one SQLite store, a corrupted row, truncated files.
+
+After each: nothing finished is lost, nothing is counted twice, nothing hangs, and a command that
+cannot go on says why (exit code 2, no traceback). Every fault is recorded for
+docs/reliability.md (tests/reliability.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crosscheck.case import Case
+from crosscheck.compare import compare_case
+from crosscheck.datasets import readme_example, simulated
+from crosscheck.executors import SubprocessPool
+from crosscheck.rbridge import RTimeout
+from crosscheck.sides import RSide
+from crosscheck.store import Store
+from crosscheck.sweep import SweepConfig, start, sweep
+from reliability import CLI, refused_cleanly, run_cli
+
+CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+SMALL_RUN = ["--max-groups", "6", "--datasets", "none", "--nagq", "0", "--mode", "lme4",
+             "--shrink", "0"]
+
+
+def stored(db: Path, run_id: str) -> dict[str, int]:
+    """How many rows each case key has in the run."""
+    with sqlite3.connect(db, timeout=60) as con:
+        return dict(con.execute("SELECT case_key, count(*) FROM cases WHERE run_id = ? GROUP BY 1",
+                                (run_id,)).fetchall())
+
+
+def wait_for(condition, seconds: float = 300):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except OSError:
+            continue
+        if int(ppid) == pid and state != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def start_sweep(*args) -> tuple[subprocess.Popen, str]:
+    """`crosscheck run` in the background; the process and its run id (its first stderr line)."""
+    p = subprocess.Popen([*CLI, "run", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    return p, p.stderr.readline().split()[1].rstrip(":")
+
+
+# -- R ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cbpp(R):
+    return R.dataset("lme4", "cbpp")
+
+
+def test_a_fit_interrupted_by_its_timeout_leaves_r_as_it_was(R, cbpp, reliability):
+    """The same fit before and after an interrupted one, bit for bit; 200 calls racing their
+    timeouts either finish or raise RTimeout, and no interrupt outlives its call."""
+    before = R.fit(cbpp, CBPP, "binomial", nAGQ=1)["value"]
+    with pytest.raises(RTimeout):
+        R.fit(cbpp, CBPP, "binomial", nAGQ=1, timeout=0.05)
+    after = R.fit(cbpp, CBPP, "binomial", nAGQ=1)["value"]
+    assert after["minus2loglik_raw"] == before["minus2loglik_raw"]
+    assert after["fixef"] == before["fixef"] and np.array_equal(after["theta"], before["theta"])
+    outcomes = Counter()
+    for k in range(200):                                      # 2 ms sleeps, 0.5-2.5 ms timeouts
+        try:
+            assert R.call("Sys.sleep", 0.002, timeout=5e-4 * (1 + k % 5)) is None
+            outcomes["finished"] += 1
+        except RTimeout:
+            outcomes["interrupted"] += 1
+    assert outcomes["finished"] and outcomes["interrupted"]
+    assert R.eval("Sys.sleep(0.3); 1") == 1                   # no interrupt left pending
+    reliability.add("fault", "R call past its timeout", "RSession.fit / call",
+                    "RTimeout; R unchanged (same fit bit for bit)",
+                    "200 calls racing their timeouts either finish or raise RTimeout; none leaves an "
+                    "interrupt pending")
+
+
+def test_the_command_line_bounds_every_r_call(reliability):
+    started = time.monotonic()
+    p = run_cli("compare", "--data", "R:lme4::cbpp", "--formula", CBPP, "--family", "binomial",
+                "--nagq", "1", "--timeout", "0.05", "--format", "json")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert time.monotonic() - started < 60
+    (result,) = json.loads(p.stdout)["results"]
+    assert result["verdict"] == "r-refused" and result["r"]["error"].startswith("timeout: R call interrupted")
+    reliability.add("fault", "R call past its timeout", "CLI compare --timeout 0.05",
+                    "exit 1 within a minute, r-refused", result["r"]["error"])
+
+
+def test_an_r_error_inside_glmer_is_a_verdict_and_r_goes_on(reliability):
+    """lme4 refuses AGQ for a vector term that exact mode fits: `r-refused` with lme4's message;
+    an R error inside a deviance-function evaluation is that evaluation's error; R goes on."""
+    case = Case.make(simulated(), "count ~ x + (1 + x | g)", "poisson", nagq=(2,))
+    (c,) = compare_case(case, modes=("exact",)).results
+    assert c.verdict == "r-refused" and c.python.ok
+    assert c.r.error == "nAGQ > 1 is only available for models with a single, scalar random-effects term"
+    reliability.add("fault", "R error inside glmer", "compare_case", "r-refused with lme4's message", c.r.error)
+    r_side = RSide()
+    devfun = r_side.devfun(Case.make(readme_example(), "y ~ x1 + (1 | subject)", "binomial"), 1)
+    (bad,) = r_side.evaluate(devfun, [np.array([1.0, 2.0])])           # c(theta, beta) has 3
+    (good,) = r_side.evaluate(devfun, [np.asarray(devfun["start"])])
+    assert bad.error == "non-conformable arguments" and np.isnan(bad.value) and np.isfinite(good.value)
+    r_side.drop(devfun)
+    reliability.add("fault", "R error inside glmer's deviance function", "RSide.evaluate",
+                    "that evaluation's error; the next one succeeds", bad.error)
+
+
+# -- worker processes ----------------------------------------------------------------------------------
+def holding(pids: list[int], path: Path) -> int:
+    """The one of `pids` that has `path` open."""
+    (pid,) = [p for p in pids if any(os.readlink(fd) == str(path)
+                                     for fd in Path(f"/proc/{p}/fd").iterdir())]
+    return pid
+
+
+def test_workers_killed_mid_case_and_idle(tmp_path, reliability):
+    """Two workers: one finishes a case and waits, the other is held mid-case reading its case file
+    from a FIFO. SIGKILL the idle one, then the busy one: the finished case is stored once, the
+    killed case once as `crash`, and the sweep ends normally."""
+    quick = Case.make(readme_example(), "y ~ x1 + (1 | subject)", "binomial", nagq=(0,)).save(tmp_path / "quick.json")
+    held = tmp_path / "held.json"
+    os.mkfifo(held)
+    db = tmp_path / "store.sqlite"
+    config = SweepConfig(cases=0, datasets=(), files=(str(quick), str(held)), nagq=(0,), modes=("lme4",))
+    run_id = start(Store(db), config)
+    errors = []
+
+    def run():
+        try:
+            sweep(Store(db), run_id, config, SubprocessPool(workers=2, timeout=300))
+        except BaseException as e:                                  # noqa: BLE001 — asserted below
+            errors.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    writer = os.open(held, os.O_WRONLY)                              # the held worker has opened it
+    wait_for(lambda: "file:quick" in stored(db, run_id))
+    workers = children(os.getpid())
+    busy = holding(workers, held)
+    (idle,) = [p for p in workers if p != busy]
+    os.kill(idle, signal.SIGKILL)
+    time.sleep(1.5)                                                  # the pool's select sees it
+    os.kill(busy, signal.SIGKILL)
+    thread.join(120)
+    os.close(writer)
+    assert not thread.is_alive() and not errors, errors
+    with sqlite3.connect(db) as con:
+        rows = dict(con.execute("SELECT case_key, status || ': ' || coalesce(error, '') FROM cases "
+                                "WHERE run_id = ?", (run_id,)).fetchall())
+        (status,) = con.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    assert stored(db, run_id) == {"file:quick": 1, "file:held": 1} and status == "finished"
+    assert rows["file:quick"] == "done: " and rows["file:held"] == "crash: worker process died (exit code -9)"
+    reliability.add("fault", "worker SIGKILLed while idle", "SubprocessPool + sweep",
+                    "ignored: the sweep goes on", "the finished case stored once")
+    reliability.add("fault", "worker SIGKILLed mid-case", "SubprocessPool + sweep",
+                    "the case stored once as crash", rows["file:held"])
+
+
+# -- whole sweeps and the store ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def killed_sweep(tmp_path_factory):
+    """A 4-case sweep with two workers, SIGKILLed as soon as a case is stored: (store, run id, the
+    rows stored before the kill, the workers' pids)."""
+    tmp = tmp_path_factory.mktemp("killed")
+    db = tmp / "store.sqlite"
+    p, run_id = start_sweep("--cases", "4", "--seed", "faults", *SMALL_RUN, "--workers", "2",
+                            "--store", str(db), "--out", str(tmp / "out"))
+    wait_for(lambda: len(stored(db, run_id)) >= 1)
+    workers = children(p.pid)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    with sqlite3.connect(db) as con:
+        before = dict(con.execute("SELECT case_key, report_json FROM cases WHERE run_id = ?",
+                                  (run_id,)).fetchall())
+    return db, run_id, before, workers
+
+
+def test_a_killed_sweep_takes_its_workers_with_it(killed_sweep, reliability):
+    _, _, before, workers = killed_sweep
+    assert len(workers) == 2 and 1 <= len(before) < 4
+    wait_for(lambda: not any(alive(w) for w in workers), 10)
+    reliability.add("fault", "sweep SIGKILLed (2 workers)", "crosscheck run", "no worker outlives it",
+                    "killed as soon as a case was stored")
+
+
+def test_two_resumes_of_a_killed_sweep_at_once(killed_sweep, tmp_path, reliability):
+    """Both resumes finish; every case is stored exactly once; the cases stored before the kill
+    keep their reports byte for byte."""
+    db, run_id, before, _ = killed_sweep
+    resumes = [subprocess.Popen([*CLI, "run", "--resume", run_id, "--workers", "0", "--store", str(db),
+                                 "--out", str(tmp_path / f"out{k}")], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True) for k in range(2)]
+    errors = [p.communicate(timeout=600)[1] for p in resumes]
+    assert [p.returncode for p in resumes] == [0, 0], errors
+    assert all("Traceback" not in e for e in errors)
+    assert stored(db, run_id) == {f"gen:faults:{i}": 1 for i in range(4)}
+    with sqlite3.connect(db) as con:
+        after = dict(con.execute("SELECT case_key, report_json FROM cases WHERE run_id = ?",
+                                 (run_id,)).fetchall())
+        (status,) = con.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    assert {k: after[k] for k in before} == before and status == "finished"
+    reliability.add("fault", "sweep SIGKILLed, then resumed twice at once", "crosscheck run --resume",
+                    "both exit 0; each case stored once",
+                    "the reports stored before the kill are kept byte for byte")
+
+
+def test_two_sweeps_on_one_store_at_once(tmp_path, reliability):
+    db = tmp_path / "store.sqlite"
+    sweeps = [start_sweep("--cases", "2", "--seed", f"both{k}", *SMALL_RUN, "--workers", "0",
+                          "--store", str(db), "--out", str(tmp_path / f"out{k}")) for k in range(2)]
+    errors = [p.communicate(timeout=600)[1] for p, _ in sweeps]
+    assert [p.returncode for p, _ in sweeps] == [0, 0], errors
+    for k, (_, run_id) in enumerate(sweeps):
+        assert stored(db, run_id) == {f"gen:both{k}:{i}": 1 for i in range(2)}
+    reliability.add("fault", "two sweeps on one SQLite store at once", "crosscheck run",
+                    "both exit 0; each case stored once in its run", "")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("finished")
+    p = run_cli("run", "--cases", "2", "--seed", "done", *SMALL_RUN, "--workers", "0",
+                "--store", str(tmp / "store.sqlite"), "--out", str(tmp / "out"))
+    assert p.returncode == 0, p.stderr
+    return tmp, p.stderr.split()[1].rstrip(":")
+
+
+def copy_store(source: Path, target: Path) -> Path:
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    return target
+
+
+def test_a_corrupted_row(finished_run, tmp_path, reliability):
+    tmp, run_id = finished_run
+    db = copy_store(tmp / "store.sqlite", tmp_path / "store.sqlite")
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE cases SET report_json = '{\"versions\": {' WHERE case_key = 'gen:done:1'")
+    said = refused_cleanly(run_cli("report", "--run", run_id, "--store", str(db), "--out",
+                                   str(tmp_path / "r.html")), "gen:done:1")
+    reliability.add("fault", "a corrupted row (report JSON cut short)", "crosscheck report --run",
+                    "exit 2 naming the case", said)
+    said = refused_cleanly(run_cli("run", "--resume", run_id, "--store", str(db), "--out",
+                                   str(tmp_path / "out")), "gen:done:1")
+    reliability.add("fault", "a corrupted row (report JSON cut short)", "crosscheck run --resume",
+                    "exit 2 naming the case", said)
+
+
+def test_truncated_results_files(finished_run, tmp_path, reliability):
+    tmp, run_id = finished_run
+    jsonl = tmp_path / "results.jsonl"
+    first, second = (tmp / "out" / "results.jsonl").read_text().splitlines()
+    jsonl.write_text(first + "\n" + second[:20])                # cut inside the second record
+    said = refused_cleanly(run_cli("report", "--jsonl", str(jsonl), "--out", str(tmp_path / "r.html")),
+                           str(jsonl), "line 2")
+    reliability.add("fault", "a truncated results.jsonl", "crosscheck report --jsonl",
+                    "exit 2 naming file and line", said)
+    db = copy_store(tmp / "store.sqlite", tmp_path / "store.sqlite")
+    data = db.read_bytes()
+    db.write_bytes(data[:len(data) // 2])
+    for args in (("report", "--run", run_id, "--out", str(tmp_path / "r.html")),
+                 ("run", "--resume", run_id, "--out", str(tmp_path / "out"))):
+        said = refused_cleanly(run_cli(*args, "--store", str(db)), str(db))
+        reliability.add("fault", "a truncated SQLite store", f"crosscheck {args[0]}",
+                        "exit 2 naming the store", said)
