@@ -13,4 +13,4 @@ def R(r_session) -> RSession:
 
 # docs/reliability.md: the reliability tests' record and the hooks that write it (issue 7)
 from reliability import (pytest_collection_finish, pytest_deselected,  # noqa: E402,F401
-                         pytest_runtest_logreport, pytest_sessionfinish, reliability)
+                         pytest_runtest_logreport, pytest_sessionfinish, readme_csv, reliability)

@@ -8,6 +8,8 @@ record. Rows are sorted and carry no timestamps, so an unchanged suite rewrites 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +17,11 @@ from pathlib import Path
 import pytest
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+CLI = [sys.executable, "-m", "crosscheck.cli"]
 MODULES = ("test_bad_input.py", "test_injection.py", "test_faults.py")
 SECTIONS = {"bad input": "Bad input", "injection": "Code injection", "fault": "Faults"}
 _TMP = re.compile(r"\S*pytest-of-[^/\s]+/pytest-\d+/[^/\s]+")
+_RUN_ID = re.compile(r"\b\d{8}-\d{6}-[0-9a-f]{4}\b")              # store.new_run's ids
 
 
 @dataclass(frozen=True, order=True)
@@ -55,9 +59,21 @@ class Record:
 RECORD = Record()
 
 
+def run_cli(*args, env=None) -> subprocess.CompletedProcess:
+    """`crosscheck ARGS` in a fresh process (its own embedded R)."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600, env=env)
+
+
+def refused_cleanly(p: subprocess.CompletedProcess, *fragments: str) -> str:
+    """A command's refusal: exit code 2, no traceback, every fragment in the message; its last line."""
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr and all(f in p.stderr for f in fragments), p.stderr
+    return p.stderr.strip().splitlines()[-1]
+
+
 def _clean(text: str) -> str:
-    """One line, no temporary paths, at most 220 characters."""
-    text = " ".join(_TMP.sub("<tmp>", str(text)).split())
+    """One line, no temporary paths or run ids, at most 220 characters."""
+    text = " ".join(_RUN_ID.sub("<run>", _TMP.sub("<tmp>", str(text))).split())
     return text if len(text) <= 220 else text[:217] + "..."
 
 
@@ -71,10 +87,22 @@ def reliability() -> Record:
     return RECORD
 
 
+@pytest.fixture(scope="session")
+def readme_csv(tmp_path_factory) -> Path:
+    """The README example as a CSV file, for the command line (no R needed to read it)."""
+    from crosscheck.datasets import readme_example
+
+    path = tmp_path_factory.mktemp("data") / "readme.csv"
+    readme_example().to_csv(path, index=False)
+    return path
+
+
 def render(record: Record) -> str:
+    """docs/reliability.md: counts per section and entry point, then one row per kind tried."""
     by_section = defaultdict(list)
     for t in sorted(record.trials):
         by_section[t.section].append(t)
+    entries = sorted({t.entry for t in record.trials})
     versions = ", ".join(f"{k} {v}" for k, v in sorted(record.versions.items()))
     out = ["# Reliability: bad input, code injection, faults", "",
            "Produced by the test suite (`tests/test_bad_input.py`, `tests/test_injection.py`, "
@@ -84,20 +112,23 @@ def render(record: Record) -> str:
            "Exit code 2 is `crosscheck`'s for bad input; `check_case` is the up-front validation "
            "of the command line and case files (`crosscheck/validate.py`); `compare_case` is the "
            "Python API, where both sides' refusals are compared (verdicts `both-refused`, "
-           "`r-refused`, `python-refused`).", "", "## Summary", "",
-           "| section | kinds | trials | trials per entry point |", "|---|---|---|---|"]
+           "`r-refused`, `python-refused`; lme4's message follows `lme4:`). Injection attempts ask R "
+           "to create a file; none did.", "", "## What was tried", "",
+           "| entry point | " + " | ".join(SECTIONS.values()) + " |", "|---" * (len(SECTIONS) + 1) + "|"]
+    for entry in entries:
+        counts = [sum(t.entry == entry for t in by_section[key]) for key in SECTIONS]
+        out.append(f"| {_cell(entry)} | " + " | ".join(map(str, counts)) + " |")
+    out.append("| **trials** | " + " | ".join(str(len(by_section[k])) for k in SECTIONS) + " |")
+    out.append("| **kinds** | " + " | ".join(str(len({t.kind for t in by_section[k]})) for k in SECTIONS) + " |")
     for key, title in SECTIONS.items():
-        trials = by_section[key]
-        per_entry = defaultdict(int)
-        for t in trials:
-            per_entry[t.entry] += 1
-        entries = ", ".join(f"{e}: {n}" for e, n in sorted(per_entry.items()))
-        out.append(f"| {title} | {len({t.kind for t in trials})} | {len(trials)} | {_cell(entries)} |")
-    for key, title in SECTIONS.items():
-        out += ["", f"## {title}", "", "| kind | entry point | what happened | message |",
-                "|---|---|---|---|"]
-        out += [f"| {_cell(t.kind)} | {_cell(t.entry)} | {_cell(t.outcome)} | {_cell(t.message)} |"
-                for t in by_section[key]]
+        out += ["", f"## {title}", "", "| kind | entry point: what happened | messages |", "|---|---|---|"]
+        kinds = defaultdict(list)
+        for t in by_section[key]:
+            kinds[t.kind].append(t)
+        for kind, trials in kinds.items():
+            happened = "<br>".join(_cell(f"{t.entry}: {t.outcome}") for t in trials)
+            messages = "<br>".join(_cell(m) for m in dict.fromkeys(t.message for t in trials if t.message))
+            out.append(f"| {_cell(kind)} | {happened} | {messages or ' '} |")
     out += ["", "## Where lme4 1.1-31 and the reference differ", "",
             "| input | lme4 1.1-31 | reference | harness |", "|---|---|---|---|"]
     out += [f"| {_cell(kind)} | {' | '.join(map(_cell, cells))} |"

@@ -10,9 +10,7 @@ for docs/reliability.md (tests/reliability.py).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -24,20 +22,9 @@ from crosscheck.compare import compare_case
 from crosscheck.datasets import readme_example, simulated
 from crosscheck.validate import check_case
 from reference_impl import FormulaError, ModelError
+from reliability import refused_cleanly, run_cli
 
 F = "y ~ x1 + (1 | subject)"
-CLI = [sys.executable, "-m", "crosscheck.cli"]
-
-
-def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
-
-
-def refused_cleanly(p: subprocess.CompletedProcess, fragment: str) -> str:
-    """The CLI's refusal: exit code 2, no traceback, `fragment` in the message; the message."""
-    assert p.returncode == 2, p.stdout + p.stderr
-    assert "Traceback" not in p.stderr and fragment in p.stderr, p.stderr
-    return p.stderr.strip().splitlines()[-1]
 
 
 def verdict_of(c) -> str:
@@ -197,7 +184,8 @@ def test_bad_data_through_the_api(bad, reliability, tmp_path):
     (c,) = compare_case(case).results
     assert verdict_of(c) == bad.verdict, (c.python.error, c.r.error)
     assert c.passed == (bad.verdict == "both-refused, reasons agree")
-    lme4 = c.r.error or f"fits ({len(case.data)} rows given, {len(c.r.fitted)} used)"
+    lme4 = c.r.error or (f"fits {len(c.r.fitted)} of {len(case.data)} rows, -2 log L = "
+                         f"{c.r.minus2loglik:.6g}, {len(c.r.messages)} warning(s)")
     reliability.add("bad input", bad.kind, "compare_case", verdict_of(c), f"lme4: {lme4}")
     if not c.passed:
         reliability.difference(bad.kind, lme4, c.python.error, f"refused up front: {up_front}")
@@ -311,13 +299,6 @@ def test_bad_specs_through_the_api(bad, R, reliability):
     else:
         assert bad.r in record["error"]
         reliability.add("bad input", bad.kind, "RSession.fit", "error record", record["error"])
-
-
-@pytest.fixture(scope="module")
-def readme_csv(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "readme.csv"
-    readme_example().to_csv(path, index=False)
-    return path
 
 
 @pytest.mark.parametrize("bad", [b for b in BAD_SPECS if b.cli], ids=lambda b: b.kind)

@@ -22,8 +22,8 @@ from crosscheck.datasets import readme_example
 from crosscheck.rbridge import R_SCRIPTS
 from crosscheck.validate import check_case
 from reference_impl import FormulaError, ModelError
+from reliability import refused_cleanly, run_cli
 
-CLI = [sys.executable, "-m", "crosscheck.cli"]
 F = "y ~ x1 + (1 | subject)"
 
 
@@ -37,10 +37,6 @@ def marker(tmp_path):
 
 def touch(marker) -> str:
     return f'system("touch {marker}")'
-
-
-def run_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
 
 
 # (vector, formula with {code} for the R code, what the grammar says)
@@ -102,17 +98,17 @@ ON_THE_COMMAND_LINE = [f for f in FORMULAS if f[0] in ("a call in a term", "eval
 
 @pytest.mark.parametrize("vector, template, says", ON_THE_COMMAND_LINE, ids=[v for v, *_ in ON_THE_COMMAND_LINE])
 def test_r_code_in_the_formula_on_the_command_line_and_in_case_files(vector, template, says, marker,
-                                                                      tmp_path, reliability):
+                                                                      readme_csv, tmp_path, reliability):
     formula = formula_of(template, marker)
-    p = run_cli("compare", "--data", "R:lme4::cbpp", "--family", "binomial", "--formula", formula)
-    assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr, p.stderr
-    reliability.add("injection", f"formula: {vector}", "CLI compare", "exit 2", p.stderr)
+    said = refused_cleanly(run_cli("compare", "--data", str(readme_csv), "--family", "binomial",
+                                   "--formula", formula), says)
+    reliability.add("injection", f"formula: {vector}", "CLI compare", "exit 2", said)
     doc = Case.make(readme_example(), F, "binomial").to_json()
     (tmp_path / "evil.json").write_text(json.dumps({**doc, "formula": formula}))
-    p = run_cli("repro", "--case", str(tmp_path / "evil.json"), "--out", str(tmp_path / "out"))
-    assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr, p.stderr
+    said = refused_cleanly(run_cli("repro", "--case", str(tmp_path / "evil.json"), "--out",
+                                   str(tmp_path / "out")), says)
     assert not (tmp_path / "out").exists()
-    reliability.add("injection", f"formula: {vector}", "CLI repro --case", "exit 2", p.stderr)
+    reliability.add("injection", f"formula: {vector}", "CLI repro --case", "exit 2", said)
 
 
 def test_the_r_script_refuses_r_code_on_its_own_command_line(marker, reliability):
@@ -199,13 +195,11 @@ def test_r_code_in_the_other_arguments(vector, arguments, case_says, reference_s
                                    ("--weights", "{code}"), ("--nagq", "1; {code}"),
                                    ("--data", "R:lme4::cbpp; {code}")],
                          ids=lambda f: f[0])
-def test_r_code_in_command_line_options(flags, marker, reliability):
-    options = {"--data": "R:lme4::cbpp", "--family": "binomial",
-               "--formula": "cbind(incidence, size - incidence) ~ period + (1 | herd)",
+def test_r_code_in_command_line_options(flags, marker, readme_csv, reliability):
+    options = {"--data": str(readme_csv), "--family": "binomial", "--formula": F,
                flags[0]: flags[1].format(code=touch(marker))}
-    p = run_cli("compare", *[x for kv in options.items() for x in kv])
-    assert p.returncode == 2 and "Traceback" not in p.stderr and "system(" in p.stderr, p.stderr
-    reliability.add("injection", f"command line {flags[0]}", "CLI compare", "exit 2", p.stderr)
+    said = refused_cleanly(run_cli("compare", *[x for kv in options.items() for x in kv]), "system(")
+    reliability.add("injection", f"command line {flags[0]}", "CLI compare", "exit 2", said)
 
 
 @pytest.mark.parametrize("name", ['x\n{code}\n#', '"""\nimport os; os.system("touch {marker}")\n"""'],
