@@ -80,6 +80,10 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
     for it in range(EXACT_MAXIT if exact else maxit):
         olddelu, olddelb = u, beta
         mueta, sqrtW = weights(eta, mu)
+        if not np.all(np.isfinite(sqrtW)):
+            # lme4's factorizations carry NaN weights through (no pivot test fails on NaN) and
+            # the NaN deviance ends the loop below; CHOLMOD and scipy refuse NaN input instead
+            raise PirlsError("PIRLS loop resulted in NaN value")
         decomp = Decomposition(pred.factor(sqrtW), X, sqrtW)
         if not exact:
             decomp.check()
@@ -94,7 +98,8 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
         if exact:
             converged = _settled(olddelu, u, olddelb, beta, oldpdev, pdev)
         else:
-            converged = abs((oldpdev - pdev) / pdev) < tol
+            with np.errstate(divide="ignore", invalid="ignore"):     # pdev = 0: C++'s inf/NaN
+                converged = abs(np.float64(oldpdev - pdev) / pdev) < tol
         if converged:
             trace.append((pdev, 0))
             break

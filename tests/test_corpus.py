@@ -13,9 +13,11 @@ from reference_impl.design import build_design
 
 
 @pytest.mark.corpus()
-def test_pinned_case_matches_glmer_in_both_modes(corpus_case, compare_case):
-    report = compare_case(corpus_case, ("lme4", "exact"))
-    assert [c.nAGQ for c in report.results] == [k for k in corpus_case.nagq for _ in range(2)]
+def test_pinned_case_reproduces_glmer(corpus_case, compare_case):
+    """Every pinned case passes in lme4 mode at each of its nAGQ values (exact mode's verdicts are
+    pinned by the gate's baseline)."""
+    report = compare_case(corpus_case)
+    assert [c.nAGQ for c in report.results] == list(corpus_case.nagq)
     assert_passes(report)
 
 
