@@ -24,6 +24,7 @@ from typing import Any
 
 from reference_impl.errors import ModelError
 
+from .case import Case
 from .store import Store, dumps
 
 GROWTH = 10.0
@@ -171,6 +172,8 @@ def run_gate(baseline_path: Path, store: Store, executor, out: Path,
                          max_groups=gate_config["max_groups"], datasets=(),
                          files=tuple(map(str, corpus_files(baseline_path, gate_config))),
                          nagq=tuple(gate_config["nagq"]), modes=tuple(gate_config["modes"]))
+    for path in config.files:                # a corrupt case file is bad input, not a finding
+        Case.load(path)
     run_id = start(store, config)
     sweep(store, run_id, config, executor)
     entries = measure(store, run_id)

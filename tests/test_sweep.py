@@ -71,3 +71,12 @@ def test_bad_input_exits_2_naming_the_problem(tmp_path):
     assert p.returncode == 2 and "unknown lme4 data set 'cbppp'" in p.stderr
     p = run_cli("gate", "--baseline", str(tmp_path / "none.json"), "--store", db)
     assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "bad.json").write_text("{not json")
+    (tmp_path / "baseline.json").write_text(json.dumps({
+        "format": "glmm-crosscheck-baseline", "config": {"generated": 0}, "entries": {}}))
+    p = run_cli("gate", "--baseline", str(tmp_path / "baseline.json"), "--store", db)
+    assert p.returncode == 2 and "bad.json: not valid JSON" in p.stderr
+    (tmp_path / "baseline.json").write_text("[]")
+    p = run_cli("gate", "--baseline", str(tmp_path / "baseline.json"), "--store", db)
+    assert p.returncode == 2 and "not a glmm-crosscheck-baseline file" in p.stderr
