@@ -16,10 +16,12 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 WORKER_DIED = "worker died while running this case (a crash, a kill, or its time limit of {} s)"
+DEATH_TIMEOUT = 5.0        # seconds a worker outlives a scheduler it cannot reach (a killed sweep)
 
 
 class StartR:
@@ -66,7 +68,8 @@ class DaskRunner:
         if self.scheduler is None:
             self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
                                         processes=True, dashboard_address=None,
-                                        host="127.0.0.1", silence_logs=50)
+                                        host="127.0.0.1", silence_logs=50,
+                                        death_timeout=DEATH_TIMEOUT)
             self.client = Client(self.cluster)
         else:
             self.client = Client(self.scheduler)
@@ -101,3 +104,23 @@ class DaskRunner:
             return None, WORKER_DIED.format(self.timeout)
         except Exception as e:                      # noqa: BLE001 — the case's own failure
             return None, f"{type(e).__name__}: {e}"
+
+
+class DaskExecutor:
+    """A sweep executor (crosscheck.executors: jobs in, `run_job` results out as they finish) on
+    a Dask cluster: `DaskExecutor(workers=N)` local, `DaskExecutor(scheduler=ADDRESS)` existing.
+    A case whose worker died or ran out of time is a `crash` result; the sweep goes on."""
+
+    def __init__(self, workers: int | None = None, scheduler: str | None = None,
+                 timeout: float | None = None):
+        self.runner = DaskRunner(workers, scheduler, timeout)
+
+    def __call__(self, jobs) -> Iterator[dict[str, Any]]:
+        from .executors import run_job
+
+        started = time.monotonic()
+        with self.runner as runner:
+            for job, result, error in runner.imap_unordered(run_job, jobs):
+                yield result if error is None else {
+                    "key": job.key, "status": "crash", "error": error,
+                    "seconds": time.monotonic() - started}
