@@ -189,7 +189,10 @@ def targets(rows: list[Row], nagq: list[int]) -> list[str]:
 
 
 def peak_rss_mb(N: int, nAGQ: int) -> float:
-    """Peak RSS of a fresh Python process that builds the synthetic data set and fits it."""
+    """Peak RSS of a fresh Python process that builds the synthetic data set and fits it.
+
+    Linux carries the parent's high-water mark into a child's `ru_maxrss` (at fork and exec), so
+    this runs before R and the data sets make this process large."""
     out = subprocess.run([sys.executable, __file__, "--rss-child", str(N), str(nAGQ)],
                          check=True, capture_output=True, text=True).stdout
     return float(out.split()[-1]) / 1024.0
@@ -214,6 +217,7 @@ def main(argv=None) -> None:
     sizes = [10_000] if a.quick else [int(s) for s in a.sizes.split(",")]
     nagq = [1] if a.quick else [int(k) for k in a.nagq.split(",")]
 
+    rss = [] if a.quick or a.no_rss else [(k, peak_rss_mb(max(sizes), k)) for k in nagq]
     R = RSession.get()
     cases = [Case("cbpp", R.dataset("lme4", "cbpp"), CBPP), Case("VerbAgg", R.dataset("lme4", "VerbAgg"), VERBAGG)]
     cases += [Case("synthetic", synthetic(N), SYNTHETIC) for N in sizes]
@@ -227,10 +231,8 @@ def main(argv=None) -> None:
     print(f"\nload average at the end: {os.getloadavg()}\n\n" + table(rows, a.timeout) + "\n")
     for line in targets(rows, nagq):
         print(line)
-    if not (a.quick or a.no_rss):
-        for k in nagq:
-            print(f"peak RSS, exact fit at N = {max(sizes):,}, nAGQ = {k}: {peak_rss_mb(max(sizes), k):.0f} MB",
-                  flush=True)
+    for k, mb in rss:
+        print(f"peak RSS, exact fit at N = {max(sizes):,}, nAGQ = {k}: {mb:.0f} MB")
 
 
 if __name__ == "__main__":
