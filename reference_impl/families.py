@@ -229,7 +229,7 @@ class Binomial(Family):
         y[pw == 0] = 0.0
         bad = np.flatnonzero((y < 0) | (y > 1))
         if bad.size:
-            raise ModelError(f"binomial response must be in [0, 1] (0/1, logical, two-level factor or "
+            raise ModelError(f"binomial response must be in [0, 1] (0/1, logical, factor or "
                              f"proportion with weights): row {bad[0]} has y = {y[bad[0]]:g}")
         if np.any(np.abs(pw * y - np.round(pw * y)) > 1e-3):
             warnings.append("non-integer #successes in a binomial glm!")

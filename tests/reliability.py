@@ -65,10 +65,10 @@ def run_cli(*args, env=None) -> subprocess.CompletedProcess:
 
 
 def refused_cleanly(p: subprocess.CompletedProcess, *fragments: str) -> str:
-    """A command's refusal: exit code 2, no traceback, every fragment in the message; its last line."""
+    """A command's refusal: exit code 2, no traceback, every fragment in the message; the message."""
     assert p.returncode == 2, p.stdout + p.stderr
     assert "Traceback" not in p.stderr and all(f in p.stderr for f in fragments), p.stderr
-    return p.stderr.strip().splitlines()[-1]
+    return p.stderr.strip().splitlines()[-1].removeprefix("error: ")
 
 
 def _clean(text: str) -> str:
@@ -130,6 +130,10 @@ def render(record: Record) -> str:
             messages = "<br>".join(_cell(m) for m in dict.fromkeys(t.message for t in trials if t.message))
             out.append(f"| {_cell(kind)} | {happened} | {messages or ' '} |")
     out += ["", "## Where lme4 1.1-31 and the reference differ", "",
+            "The inputs on which the two sides part, from the runs above. Rows with NA in a used "
+            "column: lme4 drops them (`na.action = na.omit`) and fits the rest; the reference refuses "
+            "them naming the column and row, and the command line refuses them up front, so that "
+            "both sides always fit the same rows.", "",
             "| input | lme4 1.1-31 | reference | harness |", "|---|---|---|---|"]
     out += [f"| {_cell(kind)} | {' | '.join(map(_cell, cells))} |"
             for kind, cells in sorted(record.differences.items())]

@@ -202,21 +202,26 @@ def test_r_code_in_command_line_options(flags, marker, readme_csv, reliability):
     reliability.add("injection", f"command line {flags[0]}", "CLI compare", "exit 2", said)
 
 
-@pytest.mark.parametrize("name", ['x\n{code}\n#', '"""\nimport os; os.system("touch {marker}")\n"""'],
-                         ids=["newline in R", "triple quotes in Python"])
-def test_a_case_name_cannot_become_code_in_repro_scripts(name, marker, tmp_path, reliability):
-    """`crosscheck repro` writes the case's name into comments of the scripts it generates."""
+NAMES = [("a newline ending the R script's comment", 'x\n{code}\n#'),
+         ("triple quotes ending the Python script's docstring",
+          '"""\nimport os; os.system("touch {marker}")\n"""')]
+
+
+@pytest.mark.parametrize("kind, name", NAMES, ids=[k for k, _ in NAMES])
+def test_a_case_name_cannot_become_code_in_repro_scripts(kind, name, marker, tmp_path, reliability):
+    """`crosscheck repro` writes the case's name into the scripts it generates; both run."""
     case = Case.make(readme_example(), F, "binomial", nagq=(0,),
                      name=name.format(code=touch(marker), marker=marker))
     p = run_cli("repro", "--case", str(case.save(tmp_path / "case.json")), "--out", str(tmp_path / "out"))
     assert p.returncode == 0, p.stderr
     scripts = sorted((tmp_path / "out").iterdir())
+    assert [s.suffix for s in scripts] == [".R", ".py"]
     for script in scripts:
         runner = {".R": "Rscript", ".py": sys.executable}[script.suffix]
         run = subprocess.run([runner, str(script)], capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr
-    reliability.add("injection", f"case name: {name.splitlines()[0] or 'newline'}…", "CLI repro, scripts run",
-                    "name written as data", ", ".join(s.name for s in scripts))
+    reliability.add("injection", f"case name: {kind}", "CLI repro, both scripts run",
+                    "the name is a label of letters, digits, - and _", "")
 
 
 def test_r_data_set_names_are_checked_before_r_looks_them_up(marker, R, reliability):
