@@ -7,6 +7,7 @@ docs/reliability.md (tests/reliability.py).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -137,6 +138,22 @@ def test_an_r_error_inside_glmer_is_a_verdict_and_r_goes_on(reliability):
 
 
 # -- worker processes ----------------------------------------------------------------------------------
+def open_for_writing(fifo: Path, seconds: float = 120) -> int:
+    """Open a FIFO for writing once a reader has it open (without blocking: ENXIO until then)."""
+    fd = []
+
+    def opened() -> bool:
+        try:
+            fd.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise
+        return bool(fd)
+
+    wait_for(opened, seconds)
+    return fd[0]
+
+
 def holding(pids: list[int], path: Path) -> int:
     """The one of `pids` that has `path` open."""
     (pid,) = [p for p in pids if any(os.readlink(fd) == str(path)
@@ -164,7 +181,7 @@ def test_workers_killed_mid_case_and_idle(tmp_path, reliability):
 
     thread = threading.Thread(target=run)
     thread.start()
-    writer = os.open(held, os.O_WRONLY)                              # the held worker has opened it
+    writer = open_for_writing(held)                                  # the held worker has opened it
     wait_for(lambda: "file:quick" in stored(db, run_id))
     workers = children(os.getpid())
     busy = holding(workers, held)
