@@ -66,6 +66,7 @@ def reproducer(store: Store, run_id: str, cls: dict, budget_s: float) -> tuple[d
         strategy = {"max_groups": store.run(run_id)["config"]["max_groups"]}
         wanted = (cls["verdict"], False, cls["kind"])
         same = lambda g: ((g.family, g.link) == family_link                        # noqa: E731
+                          and (g.scalar or cls["nagq"] <= 1)      # nAGQ > 1 needs a scalar term
                           and signature(g.to_case((cls["nagq"],)), cls["nagq"], cls["mode"]) == wanted)
         small, tried = shrink(seed, int(index), same, budget_s, **strategy)
         if small is not None:
