@@ -85,11 +85,12 @@ def findings(store: Store, run_id: str, out: Path, corpus: Path, budget_s: float
     config = run["config"]
     parts = [
         f"# Findings of sweep {run_id}", "",
-        f"The sweep: {config['cases']} generated cases (seed "
+        f"The sweep, configured for {config['cases']} generated cases (seed "
         f"`{config['seed']}`, up to {config['max_groups']} groups) and lme4's "
         f"{', '.join(config['datasets'])}, nAGQ {', '.join(map(str, config['nagq']))} (> 1 for single "
         f"scalar-term models only), modes {', '.join(config['modes'])}. "
-        f"{harness_line(store, run_id)}. Started {run['created']}, finished {run['finished']}.", "",
+        f"{harness_line(store, run_id)}. Started {run['created']}; "
+        + (f"finished {run['finished']}." if run["finished"] else f"status {run['status']}."), "",
         "Versions: " + "; ".join(", ".join(f"{k} {v}" for k, v in json.loads(r[0]).items())
                                  for r in versions) + ".", "",
         "## Verdicts per nAGQ and mode", "", verdict_table(store, run_id), "",
