@@ -170,6 +170,11 @@ def _run_options(command):
         click.option("--tol", multiple=True, metavar="KEY=VALUE", help="tolerance override"),
         click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
                      help="worker processes (0: run in this process, no case timeout)"),
+        click.option("--executor", type=click.Choice(["dask", "processes"]), default="dask",
+                     show_default=True, help="dask: a Dask LocalCluster, one thread and one R per "
+                     "worker; processes: plain worker subprocesses"),
+        click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                     help="run on an existing Dask cluster (instead of --workers)"),
         click.option("--timeout", type=float, default=120.0, show_default=True,
                      help="seconds per R call"),
         click.option("--case-timeout", type=float, default=600.0, show_default=True,
@@ -195,8 +200,8 @@ def _run_options(command):
 @main.command()
 @_run_options
 @fails_cleanly
-def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, tol, workers, timeout,
-        case_timeout, store_path, out, resume, shrink, shrink_budget, corpus):
+def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, tol, workers, executor,
+        scheduler, timeout, case_timeout, store_path, out, resume, shrink, shrink_budget, corpus):
     """A sweep: generated cases plus lme4's data sets × nAGQ × modes, stored in SQLite, with a
     summary per nAGQ, JSONL, JUnit XML and Markdown; the worst failures shrunk into the corpus.
     Exit 0 when every case was run (mismatches are findings, listed), 2 on bad input."""
@@ -227,8 +232,14 @@ def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, tol,
     out = Path(out or f".crosscheck/runs/{run_id}")
     out.mkdir(parents=True, exist_ok=True)
     click.echo(f"run {run_id}: store {store_path}, outputs {out}", err=True)
-    executor = SubprocessPool(workers, case_timeout, out / "workers.log") if workers else serial
-    sweep(store, run_id, config, executor)
+    if scheduler or (workers and executor == "dask"):
+        from .distributed import DaskExecutor
+
+        runner = DaskExecutor(workers=None if scheduler else workers, scheduler=scheduler,
+                              timeout=case_timeout)
+    else:
+        runner = SubprocessPool(workers, case_timeout, out / "workers.log") if workers else serial
+    sweep(store, run_id, config, runner)
     write_all(store, run_id, out)
     click.echo(summary(store, run_id))
     if shrink:

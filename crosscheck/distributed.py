@@ -64,7 +64,7 @@ class DaskRunner:
         from distributed import Client, LocalCluster
         from distributed.diagnostics.plugin import WorkerPlugin
 
-        dask.config.set({"distributed.scheduler.allowed-failures": 0})
+        dask.config.set({"distributed.scheduler.allowed-failures": 0})   # no retry of a killer
         if self.scheduler is None:
             self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
                                         processes=True, dashboard_address=None,
@@ -77,10 +77,21 @@ class DaskRunner:
         return self
 
     def __exit__(self, *exc) -> None:
+        """Close the cluster once its nannies have restarted any killed worker: closing a nanny
+        mid-restart fails inside distributed (`assert self.status in …`), after every result was
+        already delivered. Workers that survive a failed close exit by DEATH_TIMEOUT."""
+        if self.cluster is not None:
+            try:
+                self.client.wait_for_workers(self.workers, timeout=30)
+            except TimeoutError:
+                pass
         if self.client is not None:
             self.client.close()
         if self.cluster is not None:
-            self.cluster.close()
+            try:
+                self.cluster.close()
+            except (AssertionError, RuntimeError, TimeoutError):
+                pass
 
     def imap_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]
                        ) -> Iterator[tuple[Any, Any, str | None]]:
@@ -88,12 +99,25 @@ class DaskRunner:
         error)` in the order they finish. `fn` must be importable (a module-level function)."""
         from distributed import as_completed
 
+        pending = iter(items)
         item_of = {}
-        for item in items:
-            future = self.client.submit(_with_deadline, fn, item, self.timeout, pure=False)
-            item_of[future] = item
-        for future in as_completed(list(item_of)):
+
+        def submit_next(running: as_completed) -> None:
+            item = next(pending, None)
+            if item is not None:
+                future = self.client.submit(_with_deadline, fn, item, self.timeout, pure=False)
+                item_of[future] = item
+                running.add(future)
+
+        # As many cases in flight as the cluster has threads: a worker never holds a case queued
+        # behind its running one, so a worker that dies takes only the running case with it
+        # (the scheduler counts every task assigned to a dead worker as a suspect).
+        running = as_completed([])
+        for _ in range(max(1, sum(self.client.nthreads().values()))):
+            submit_next(running)
+        for future in running:
             yield item_of.pop(future), *self._outcome(future)
+            submit_next(running)
 
     def _outcome(self, future) -> tuple[Any, str | None]:
         from distributed import KilledWorker

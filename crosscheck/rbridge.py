@@ -39,6 +39,7 @@ against ``reference_impl.formula``'s grammar first (FormulaError) and R never se
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -318,6 +319,11 @@ class RSession:
             return cls._instance
 
     def _start(self) -> None:
+        """Start R and source the scripts. rpy2 puts R's library path (with the system's
+        /usr/lib/…) into LD_LIBRARY_PATH; R's libraries are loaded by then, and a Python started
+        from this process with it would load the system's libpython instead of its own (Dask's
+        and the sweep's workers, spawned later, failed to import ssl), so it is put back."""
+        saved = os.environ.get("LD_LIBRARY_PATH")
         import rpy2.rinterface as ri
 
         with self._converting():
@@ -325,6 +331,10 @@ class RSession:
             _poll_while_sleeping()
             for script in sorted(R_SCRIPTS.glob("*.R")):
                 self._run(lambda: ri.baseenv["source"](str(script), local=ri.globalenv))
+        if saved is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = saved
 
     # -- context ------------------------------------------------------------------------------
     def _converting(self):
