@@ -320,12 +320,10 @@ def report(run_id, store_path, jsonl, out):
         records = read_jsonl(Path(jsonl))
         title = f"crosscheck report: {Path(jsonl).name}"
     else:
+        from .outputs import store_records
         from .store import Store
 
-        store = Store(store_path)
-        store.run(run_id)                                  # StoreError for an unknown run
-        records = [{"key": c["case_key"], "status": c["status"], "error": c["error"],
-                    **dict(zip(("case", "report"), store.documents(c)))} for c in store.cases(run_id)]
+        records = store_records(Store(store_path), run_id)
         title = f"crosscheck run {run_id}"
     Path(out).write_text(run_html(records, title))
     click.echo(out)

@@ -137,10 +137,20 @@ def junit(store: Store, run_id: str, suite: str = "crosscheck") -> ET.ElementTre
     return junit_xml(suite, testcases)
 
 
+def store_records(store: Store, run_id: str) -> list[dict]:
+    """The run's cases as the HTML report takes them: key, status, error, case file, report."""
+    store.run(run_id)                                      # StoreError for an unknown run
+    return [{"key": c["case_key"], "status": c["status"], "error": c["error"],
+             **dict(zip(("case", "report"), store.documents(c)))} for c in store.cases(run_id)]
+
+
 def write_all(store: Store, run_id: str, out: Path) -> list[Path]:
+    from .report import run_html
+
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "results.jsonl", out / "junit.xml", out / "summary.md"]
+    paths = [out / "results.jsonl", out / "junit.xml", out / "summary.md", out / "report.html"]
     write_jsonl(store, run_id, paths[0])
     junit(store, run_id).write(paths[1], encoding="unicode", xml_declaration=True)
     paths[2].write_text(summary(store, run_id))
+    paths[3].write_text(run_html(store_records(store, run_id), f"crosscheck run {run_id}"))
     return paths
