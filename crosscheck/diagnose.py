@@ -161,9 +161,8 @@ def optimum(mode: str, py: FitResult, r: FitResult, tol, python_at_r: float | No
     `minus2loglik_excess` = exact at its optimum − exact at glmer's optimum ≤ tol (never worse) and
     `optimum_gap` = the same difference in absolute value (how far glmer's optimum is from the
     exact one, in −2 log L units); θ, β and the deviance are reported, informational."""
-    exact = mode == "exact"
     out = [D.scalar("minus2loglik", py.minus2loglik, r.minus2loglik, tol("minus2loglik"), 2)]
-    if exact and python_at_r is not None:
+    if mode == "exact" and python_at_r is not None:
         out += [D.at_most("minus2loglik_excess", py.objective, python_at_r,
                           tol("minus2loglik_excess"), 2),
                 D.scalar("optimum_gap", python_at_r - py.objective, 0.0, tol("optimum_gap"), 2)]
@@ -173,9 +172,7 @@ def optimum(mode: str, py: FitResult, r: FitResult, tol, python_at_r: float | No
     if list(py.fixef) == list(r.fixef) and all(np.isfinite(list(r.se.values()))):
         params += D.named("fixef_se_units", py.fixef, r.fixef, tol("fixef_se_units"), 2, scale=r.se)
     params.append(D.scalar("deviance", py.deviance, r.deviance, tol("deviance"), 2))
-    for d in params:
-        d.gating = not exact or d.tol == "equal"          # names must still agree
-    return out + params
+    return out + _informational_in_exact(mode, params)
 
 
 def derived(mode: str, py: FitResult, r: FitResult, tol) -> list[Diff]:
@@ -188,10 +185,15 @@ def derived(mode: str, py: FitResult, r: FitResult, tol) -> list[Diff]:
     for group, re_r in (r.ranef or {}).items():
         re_py = (py.ranef or {}).get(group)
         if re_py is None:
-            out.append(D.equal(f"ranef groups", sorted(py.ranef or {}), sorted(r.ranef), 3))
+            out.append(D.equal("ranef groups", sorted(py.ranef or {}), sorted(r.ranef), 3))
             continue
         out.append(D.array(f"ranef[{group}]", re_py["values"], re_r["values"], tol("ranef"), 3))
     out.append(D.array("fitted", py.fitted, r.fitted, tol("fitted"), 3))
-    for d in out:
+    return _informational_in_exact(mode, out)
+
+
+def _informational_in_exact(mode: str, diffs: list[Diff]) -> list[Diff]:
+    """In exact mode `diffs` are reported but do not gate, except equality of names."""
+    for d in diffs:
         d.gating = mode != "exact" or d.tol == "equal"
-    return out
+    return diffs
