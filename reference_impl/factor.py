@@ -31,6 +31,12 @@ except ImportError:                  # scipy-only fallback: DenseFactor
     cholmod = None
 
 
+def not_positive_definite() -> PirlsError:
+    """A = I + MM' lost its I to rounding (weights of 1e8 and more): lme4's CHOLMOD leaves a
+    partial factor that PIRLS's NaN test, or else the RX downdate, stops on (§3.2)."""
+    return PirlsError("PIRLS loop resulted in NaN value")
+
+
 class Factor:
     """L for A = (Λ'Z'W^½)(Λ'Z'W^½)' + I, with the products PIRLS needs."""
 
@@ -84,7 +90,10 @@ class BlockFactor(Factor):
         N, nc = M.shape
         self.nc = nc
         S = level_sums((M[:, :, None] * M[:, None, :]).reshape(N, nc * nc)).reshape(-1, nc, nc)
-        self.L = np.linalg.cholesky(S + np.eye(nc))
+        try:
+            self.L = np.linalg.cholesky(S + np.eye(nc))
+        except np.linalg.LinAlgError:
+            raise not_positive_definite() from None
         self.ldL2 = 2.0 * float(np.sum(np.log(np.diagonal(self.L, axis1=1, axis2=2))))
 
     def LamtUt_dot(self, v):
@@ -126,8 +135,14 @@ class SparseFactor(Factor):
 
     def __init__(self, LamtUt: sp.csc_matrix, symbolic):
         self.LamtUt = LamtUt
-        self.F = symbolic.cholesky_AAt(LamtUt, beta=1.0)
-        self.ldL2 = float(self.F.logdet())
+        try:
+            self.F = symbolic.cholesky_AAt(LamtUt, beta=1.0)
+        except cholmod.CholmodNotPositiveDefiniteError:
+            raise not_positive_definite() from None
+        with np.errstate(invalid="ignore"):         # simplicial LDL': a negative pivot in D
+            self.ldL2 = float(self.F.logdet())
+        if np.isnan(self.ldL2):
+            raise not_positive_definite()
 
     def LamtUt_dot(self, v):
         return self.LamtUt @ v
@@ -151,7 +166,10 @@ class DenseFactor(Factor):
         self.LamtUt = LamtUt.tocsr()
         A = (self.LamtUt @ self.LamtUt.T).toarray()
         A[np.diag_indices_from(A)] += 1.0
-        self.L = la.cholesky(A, lower=True)
+        try:
+            self.L = la.cholesky(A, lower=True)
+        except la.LinAlgError:
+            raise not_positive_definite() from None
         self.ldL2 = 2.0 * float(np.sum(np.log(np.diag(self.L))))
 
     def LamtUt_dot(self, v):
