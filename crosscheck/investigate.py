@@ -34,7 +34,7 @@ from .compare import Comparison, compare_case
 from .diagnose import STAGES
 from .diffs import _plain
 from .result import FitResult
-from .sides import Evaluation, PirlsTrace, PythonSide, RSide
+from .sides import REFUSALS, Evaluation, PirlsTrace, PythonSide, RSide
 from .tolerances import Policy
 
 COMPONENTS = ("value", "ldL2", "ussq", "drsum")
@@ -133,7 +133,10 @@ def investigate(case: Case, nAGQ: int, mode: str = "lme4", at=None, policy: Poli
         _profiles(inv, c, both, points)
         inv.traces = {"r": _trace_json(r_side.trace(devfun, at)),
                       "python": _trace_json(PythonSide(mode).trace(case, nAGQ, at, both.lp0))}
-        inv.fixed_modes = fixed_modes(case, c.r, both)
+        try:
+            inv.fixed_modes = fixed_modes(case, c.r, both)
+        except REFUSALS as e:
+            inv.notes.append(f"fixed-modes Gauss–Newton from glmer's β stopped: {e}")
     finally:
         r_side.drop(devfun)
     return inv
@@ -246,8 +249,12 @@ def fixed_modes_beta(case: Case, theta, beta0) -> tuple[np.ndarray, int, bool]:
     is below 1e-12 (relative) or GN_MAXIT steps. Its fixed point is the joint penalized mode's β
     (nAGQ = 0's, §4.1). Returns β, the steps taken and whether it converged."""
     m = make_model(case.formula, case.data, case.family, case.link, case.weights, case.offset)
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging step ends in PIRLS's NaN test
+        return _gauss_newton(m, np.asarray(theta, float), np.asarray(beta0, float))
+
+
+def _gauss_newton(m, theta: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, int, bool]:
     fam, resp, X = m.family, m.response, m.X
-    theta, beta = np.asarray(theta, float), np.asarray(beta0, float)
     u = np.zeros(m.q)
     for it in range(1, GN_MAXIT + 1):
         offset = m.offset + X @ beta
