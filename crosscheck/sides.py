@@ -7,6 +7,8 @@ through the embedded R (`crosscheck.rbridge`), and `GlmmTMBSide` glmmTMB's Lapla
 """
 from __future__ import annotations
 
+import functools
+import math
 import platform
 import traceback
 from dataclasses import dataclass, field
@@ -74,7 +76,19 @@ def python_versions() -> dict[str, str]:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
+    out["numpy exp/log"] = numpy_exp_log()
     return out
+
+
+@functools.cache
+def numpy_exp_log() -> str:
+    """Whether numpy's float64 exp and log round as glibc's (R's and lme4's) do on this machine.
+    Its AVX-512 kernels differ from glibc by 1 ulp in about a quarter of values, a rounding
+    difference lme4 mode inherits (docs/findings.md); `NPY_DISABLE_CPU_FEATURES` turns them off."""
+    x = np.linspace(-30.0, 30.0, 2001)
+    same = (np.array_equal(np.exp(x), [math.exp(v) for v in x])
+            and np.array_equal(np.log(np.abs(x) + 0.5), [math.log(abs(v) + 0.5) for v in x]))
+    return "as libm" if same else "SIMD, 1 ulp from libm"
 
 
 def _on_absolute_scale(fit: FitResult, case: Case, C: float, lme4_version: str | None) -> FitResult:
