@@ -95,6 +95,10 @@ class Case:
     def with_nagq(self, nagq) -> Case:
         return replace(self, nagq=parse_nagq(nagq))
 
+    def with_rows(self, order: np.ndarray) -> Case:
+        """The same model with the data's rows in `order` (factor levels unchanged)."""
+        return replace(self, data=self.data.iloc[order].reset_index(drop=True))
+
     def spec(self) -> dict[str, Any]:
         """Everything but the data, as plain JSON values."""
         return {"name": self.name, "formula": self.formula, "family": self.family,

@@ -11,11 +11,18 @@ model), so only what must hold for it gates: design, objectives, and that its op
 as good as glmer's; parameter and derived differences are reported as glmer's numerical error.
 
 The diagnosis stops at the first stage that fails; the verdict follows from that stage.
+
+glmer is not a function of the model alone: on a rough or flat objective, rounding (the order of
+a sum) forks its optimizer's path. So when lme4 mode parts from glmer only at stage 2 or 3, glmer
+is refitted on the same data with its rows permuted (`ROW_ORDERS` fixed orders); if every
+difference that failed there is no larger than glmer's own spread (the largest |glmer(permuted) −
+glmer| of that quantity), the verdict is `lme4-noise` (passing): glmer differs from itself as much.
+Those differences stay in the diagnosis, informational, and a note gives glmer's spread.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -29,7 +36,8 @@ from .tolerances import Policy
 STAGES = ("design", "objective", "optimum", "derived")
 VERDICT_OF_STAGE = {0: "design-mismatch", 1: "objective-mismatch", 2: "optimizer-only",
                     3: "se-mismatch"}
-PASSING = ("match",)
+PASSING = ("match", "lme4-noise")
+ROW_ORDERS = 3                 # permuted row orders glmer is refitted on (seeds 0, 1, 2)
 
 
 @dataclass
@@ -83,6 +91,7 @@ class Diagnoser:
         self.case, self.policy, self.r_side = case, policy, r_side
         self._devfuns: dict[int, dict] = {}
         self._python_at_r: float | None = None      # the reference's objective at glmer's optimum
+        self._permuted: dict[int, list[tuple[np.ndarray, FitResult]]] = {}
 
     def close(self) -> None:
         for devfun in self._devfuns.values():
@@ -104,7 +113,41 @@ class Diagnoser:
             if not all(d.ok for d in diffs if d.gating):
                 out.stage_failed, out.verdict = k, VERDICT_OF_STAGE[k]
                 break
+        if mode == "lme4" and out.stage_failed in (2, 3):
+            self.lme4_noise(nAGQ, py, r, tol, out)
         return out
+
+    # -- glmer against itself ---------------------------------------------------------------------
+    def lme4_noise(self, nAGQ: int, py: FitResult, r: FitResult, tol, out: Diagnosis) -> None:
+        """`lme4-noise` when every failing stage-2/3 difference is within glmer's own spread: the
+        largest |glmer(rows permuted) − glmer| of that quantity over the first row orders."""
+        failing = [d for d in out.diffs if d.gating and not d.ok]
+        spread: dict[str, float] = {}
+        for k, (order, r_k) in enumerate(self._permuted_fits(nAGQ, py.saturated)):
+            if not r_k.ok:
+                continue
+            for d in [*optimum("lme4", r_k, r, tol, None), *derived("lme4", _in_order(r_k, order), r, tol)]:
+                if d.abs is not None:
+                    key = _element(d.quantity)
+                    spread[key] = max(spread.get(key, 0.0), d.abs)
+            if all(d.abs is not None and d.abs <= spread.get(_element(d.quantity), -1.0) for d in failing):
+                for d in failing:
+                    d.gating = False
+                out.verdict = "lme4-noise"
+                out.notes.append(
+                    f"glmer refitted on the same data in {k + 1} other row order(s) moves as far as the "
+                    "reference is from it: " + ", ".join(f"{_element(d.quantity)} {spread[_element(d.quantity)]:.2e}"
+                                                         for d in failing[:4]) + (" …" if len(failing) > 4 else ""))
+                return
+
+    def _permuted_fits(self, nAGQ: int, C: float | None):
+        """glmer on `ROW_ORDERS` row permutations of the case, fitted once per nAGQ, lazily."""
+        fits = self._permuted.setdefault(nAGQ, [])
+        for k in range(ROW_ORDERS):
+            if k == len(fits):
+                order = np.random.default_rng(k).permutation(len(self.case.data))
+                fits.append((order, self.r_side.fit(self.case.with_rows(order), nAGQ, C)))
+            yield fits[k]
 
     # -- stage 1 ------------------------------------------------------------------------------------
     def objective(self, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol) -> list[Diff]:
@@ -126,6 +169,20 @@ class Diagnoser:
                     for q in ("ldL2", "ussq", "drsum")]
             out.append(D.array(f"u@{where}", e_py.u, e_r.u, tol("u"), 1))
         return out
+
+
+def _element(quantity: str) -> str:
+    """`fitted[7 of 20]` → `fitted` (an array's worst element), `theta[g.x]` unchanged."""
+    return re.sub(r"\[[^\]]* of [^\]]*\]$", "", quantity)
+
+
+def _in_order(fit: FitResult, order: np.ndarray) -> FitResult:
+    """A fit of the rows in `order`, with its per-row results put back in the original order."""
+    if fit.fitted is None:
+        return fit
+    fitted = np.empty_like(np.asarray(fit.fitted, float))
+    fitted[order] = fit.fitted
+    return replace(fit, fitted=fitted)
 
 
 def _refused(py: FitResult, r: FitResult) -> Diagnosis:

@@ -12,7 +12,7 @@ from xml.etree import ElementTree as ET
 
 from .store import Store, StoreError
 
-VERDICTS = ("match", "optimizer-only", "objective-mismatch", "design-mismatch", "se-mismatch",
+VERDICTS = ("match", "lme4-noise", "optimizer-only", "objective-mismatch", "design-mismatch", "se-mismatch",
             "r-refused", "python-refused", "both-refused")
 # quantities shown in the worst-difference table, in diagnosis order
 QUANTITIES = ("objective", "minus2loglik", "optimum_gap", "theta", "fixef", "fixef_se_units", "se",
