@@ -127,7 +127,11 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
 
 
 def _settled(olddelu, u, olddelb, beta, oldpdev, pdev) -> bool:
-    """Exact mode: the Newton step no longer moves (u, β) or the penalized deviance."""
+    """Exact mode: the Newton step no longer moves (u, β) or the penalized deviance, or a step
+    too small for the quadratic model to be wrong (≤ 1e-8) no longer lowers it — rounding in the
+    deviance then exceeds its decrease (on ill-conditioned designs steps of 1e-11 alternate with
+    rises of 1e-14 relative, forever)."""
     step = max(np.max(np.abs(u - olddelu), initial=0.0), np.max(np.abs(beta - olddelb), initial=0.0))
     scale = 1.0 + max(np.max(np.abs(u), initial=0.0), np.max(np.abs(beta), initial=0.0))
-    return step <= 1e-12 * scale or abs(oldpdev - pdev) <= 8 * np.finfo(float).eps * abs(pdev)
+    return (step <= 1e-12 * scale or abs(oldpdev - pdev) <= 8 * np.finfo(float).eps * abs(pdev)
+            or (pdev >= oldpdev and step <= 1e-8 * scale))
