@@ -1,10 +1,12 @@
 """`crosscheck findings --run RUN_ID`: docs/findings.md from a stored sweep — the verdicts, the
 distribution of |python − glmer| per nAGQ, mode and quantity, and every failure class with a
-reproducer (shrunk by hypothesis when the case was generated) saved as a case file.
+reproducer (shrunk by hypothesis when the case was generated) saved as a case file. A hand-written
+analysis between `<!-- analysis -->` and `<!-- /analysis -->` in the existing document is kept.
 """
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -75,9 +77,20 @@ def _class_section(store: Store, run_id: str, cls: dict, path: Path, how: str, b
     return "\n".join(lines)
 
 
+ANALYSIS = re.compile(r"<!-- analysis -->.*?<!-- /analysis -->\n", re.S)
+
+
+def kept_analysis(out: Path) -> str:
+    """The hand-written analysis of an existing findings document (between `<!-- analysis -->`
+    and `<!-- /analysis -->`), which regenerating keeps; empty when there is none."""
+    m = ANALYSIS.search(out.read_text()) if out.is_file() else None
+    return m.group(0) if m else ""
+
+
 def findings(store: Store, run_id: str, out: Path, corpus: Path, budget_s: float,
              max_classes: int = 40) -> str:
     """Write the findings document (and the reproducers into `corpus`); returns its text."""
+    analysis = kept_analysis(out)
     run = store.run(run_id)
     versions = store.query("SELECT DISTINCT v.json FROM cases c JOIN versions v USING (versions_id) "
                            "WHERE c.run_id = ?", run_id)
@@ -93,6 +106,7 @@ def findings(store: Store, run_id: str, out: Path, corpus: Path, budget_s: float
         + (f"finished {run['finished']}." if run["finished"] else f"status {run['status']}."), "",
         "Versions: " + "; ".join(", ".join(f"{k} {v}" for k, v in json.loads(r[0]).items())
                                  for r in versions) + ".", "",
+        *([analysis] if analysis else []),
         "## Verdicts per nAGQ and mode", "", verdict_table(store, run_id), "",
         "## Distribution of |python − glmer| (generated cases)", "",
         "Each fit contributes its largest |Δ| per quantity (over θ's, β's, fitted values' elements); "

@@ -9,7 +9,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 from xml.etree import ElementTree as ET
+
+from crosscheck.case import Case
 
 CLI = [sys.executable, "-m", "crosscheck.cli"]
 ENV = {**os.environ, "CI": "true"}
@@ -80,3 +83,25 @@ def test_bad_input_exits_2_naming_the_problem(tmp_path):
     (tmp_path / "baseline.json").write_text("[]")
     p = run_cli("gate", "--baseline", str(tmp_path / "baseline.json"), "--store", db)
     assert p.returncode == 2 and "not a glmm-crosscheck-baseline file" in p.stderr
+
+
+def test_findings_keep_the_analysis_and_save_a_reproducer_per_failure_class(tmp_path):
+    """`crosscheck findings` on a stored run: the verdict table, one section per failure class with
+    its case file (a file case is saved as found), and the hand-written analysis kept."""
+    db, out = tmp_path / "r.sqlite", tmp_path / "out"
+    case = str(Path(__file__).parent / "fixtures" / "r-refused-gaussian-log.json")   # glmer: no PIRLS convergence
+    p = run_cli("run", "--cases", "0", "--datasets", "none", "--case", case, "--nagq", "0",
+                "--mode", "lme4", "--workers", "1", "--shrink", "0", "--store", str(db), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    run_id = p.stderr.split()[1].rstrip(":")
+    doc, corpus = tmp_path / "findings.md", tmp_path / "repro"
+    analysis = "<!-- analysis -->\n## What we found\nglmer refuses this one.\n<!-- /analysis -->\n"
+    doc.write_text("# old\n" + analysis + "## stale tables\n")
+    p = run_cli("findings", "--run", run_id, "--store", str(db), "--out", str(doc), "--corpus", str(corpus))
+    assert p.returncode == 0, p.stderr
+    text = doc.read_text()
+    assert text.count(analysis) == 1 and "stale tables" not in text
+    assert "| 0 | lme4 | 1 | 0.0 |" in text and "### r-refused-lme4-nagq0" in text
+    (saved,) = corpus.glob("r-refused-lme4-nagq0-*.json")
+    assert f"(repro/{saved.name})" in text
+    assert Case.load(saved).formula == Case.load(case).formula
