@@ -24,12 +24,14 @@ Array = np.ndarray
 
 @dataclass(frozen=True)
 class Link:
-    """A link: `linkfun` (mu → eta), `linkinv` (eta → mu) and `mu_eta` = dmu/deta."""
+    """A link: `linkfun` (mu → eta), `linkinv` (eta → mu), `mu_eta` = dmu/deta and `mu_eta2` =
+    d²mu/deta² (unclamped; exact mode's Newton steps only, not lme4)."""
 
     name: str
     linkfun: Callable[[Array], Array]
     linkinv: Callable[[Array], Array]
     mu_eta: Callable[[Array], Array]
+    mu_eta2: Callable[[Array], Array]
 
 
 def _clamp01(p: Array) -> Array:
@@ -57,32 +59,45 @@ def _dlogis(eta: Array) -> Array:
     return e / (1.0 + e) ** 2
 
 
+def _phi(eta: Array) -> Array:
+    return np.exp(-0.5 * eta * eta) / np.sqrt(2.0 * np.pi)
+
+
 LINKS: dict[str, Link] = {
     "logit": Link("logit", special.logit,
                   lambda eta: _at_least_eps(_clamp01(_plogis(eta))),
-                  lambda eta: _at_least_eps(_dlogis(eta))),
+                  lambda eta: _at_least_eps(_dlogis(eta)),
+                  lambda eta: _dlogis(eta) * np.tanh(-0.5 * eta)),          # μ'(1 − 2μ)
     "probit": Link("probit", special.ndtri,
                    lambda eta: _clamp01(special.ndtr(eta)),
-                   lambda eta: np.exp(-0.5 * eta * eta) / np.sqrt(2.0 * np.pi)),
+                   _phi,
+                   lambda eta: -eta * _phi(eta)),
     "cloglog": Link("cloglog", lambda mu: np.log(-np.log1p(-mu)),
                     lambda eta: _at_least_eps(_clamp01(-np.expm1(-np.exp(eta)))),
-                    lambda eta: _at_least_eps(np.exp(eta - np.exp(eta)))),
+                    lambda eta: _at_least_eps(np.exp(eta - np.exp(eta))),
+                    lambda eta: np.exp(eta - np.exp(eta)) * -np.expm1(eta)),
     "cauchit": Link("cauchit", lambda mu: stats.cauchy.ppf(mu),
                     lambda eta: _clamp01(0.5 + np.arctan(eta) / np.pi),
-                    lambda eta: 1.0 / (np.pi * (1.0 + eta * eta))),
+                    lambda eta: 1.0 / (np.pi * (1.0 + eta * eta)),
+                    lambda eta: -2.0 * eta / (np.pi * (1.0 + eta * eta) ** 2)),
     "log": Link("log", np.log,
                 lambda eta: _at_least_eps(np.exp(eta)),
-                lambda eta: _at_least_eps(np.exp(eta))),
+                lambda eta: _at_least_eps(np.exp(eta)),
+                np.exp),
     "identity": Link("identity", lambda mu: np.asarray(mu, float).copy(),
                      lambda eta: np.asarray(eta, float).copy(),
-                     lambda eta: np.ones_like(eta, dtype=float)),
+                     lambda eta: np.ones_like(eta, dtype=float),
+                     lambda eta: np.zeros_like(eta, dtype=float)),
     "inverse": Link("inverse", lambda mu: 1.0 / mu,
                     lambda eta: 1.0 / eta,
-                    lambda eta: -1.0 / (eta * eta)),
-    "sqrt": Link("sqrt", np.sqrt, lambda eta: eta * eta, lambda eta: 2.0 * eta),
+                    lambda eta: -1.0 / (eta * eta),
+                    lambda eta: 2.0 / eta ** 3),
+    "sqrt": Link("sqrt", np.sqrt, lambda eta: eta * eta, lambda eta: 2.0 * eta,
+                 lambda eta: np.full_like(eta, 2.0, dtype=float)),
     "1/mu^2": Link("1/mu^2", lambda mu: 1.0 / (mu * mu),
                    lambda eta: 1.0 / np.sqrt(eta),
-                   lambda eta: -1.0 / (2.0 * eta ** 1.5)),
+                   lambda eta: -1.0 / (2.0 * eta ** 1.5),
+                   lambda eta: 0.75 / eta ** 2.5),
 }
 
 
@@ -144,6 +159,10 @@ class Family:
     def variance(self, mu: Array) -> Array:
         raise NotImplementedError
 
+    def dvariance(self, mu: Array) -> Array:
+        """dV/dmu (exact mode's Newton steps)."""
+        raise NotImplementedError
+
     def devresid(self, y: Array, mu: Array, pw: Array) -> Array:
         raise NotImplementedError
 
@@ -182,6 +201,9 @@ class Binomial(Family):
 
     def variance(self, mu):
         return _at_least_eps(mu * (1.0 - mu))
+
+    def dvariance(self, mu):
+        return 1.0 - 2.0 * mu
 
     def devresid(self, y, mu, pw):
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -245,6 +267,9 @@ class Poisson(Family):
     def variance(self, mu):
         return mu
 
+    def dvariance(self, mu):
+        return np.ones_like(mu)
+
     def devresid(self, y, mu, pw):
         with np.errstate(divide="ignore", invalid="ignore"):
             return 2.0 * pw * (_ylogy(y, mu) - (y - mu))
@@ -296,6 +321,9 @@ class Gamma(_PositiveResponse):
     def variance(self, mu):
         return mu * mu
 
+    def dvariance(self, mu):
+        return 2.0 * mu
+
     def devresid(self, y, mu, pw):
         return -2.0 * pw * (np.log(y / mu) - (y - mu) / mu)
 
@@ -312,6 +340,9 @@ class InverseGaussian(_PositiveResponse):
 
     def variance(self, mu):
         return mu ** 3
+
+    def dvariance(self, mu):
+        return 3.0 * mu * mu
 
     def devresid(self, y, mu, pw):
         return pw * (y - mu) ** 2 / (y * mu * mu)
@@ -331,6 +362,9 @@ class Gaussian(Family):
 
     def variance(self, mu):
         return np.ones_like(mu)
+
+    def dvariance(self, mu):
+        return np.zeros_like(mu)
 
     def devresid(self, y, mu, pw):
         return pw * (y - mu) ** 2
