@@ -227,7 +227,9 @@ class Decomposition:
         """Joint step (`solve`): the penalized weighted least squares for (u, β), blockwise."""
         cu = self.L.solve_L(self.L.LamtUt_dot(wz))
         rhs = self.V.T @ wz - self.RZX.T @ cu
-        beta = la.solve_triangular(self.RX, la.solve_triangular(self.RX, rhs, trans="T"))
+        # NaN in z (an overflowing (y − μ)/μ.eta) flows through, as in lme4, to PIRLS's NaN test
+        beta = la.solve_triangular(self.RX, la.solve_triangular(self.RX, rhs, trans="T", check_finite=False),
+                                   check_finite=False)
         u = self.L.solve_Lt(cu - self.RZX @ beta)
         return u, beta
 
