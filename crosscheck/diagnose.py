@@ -207,8 +207,11 @@ def design(py: FitResult, r: FitResult, tol) -> list[Diff]:
                        np.nan_to_num(q["theta_lower"], neginf=-1e308), tol("theta_lower"), 0))
     lme4_C = q.get("saturated_lme4")
     if lme4_C is not None:
-        out.append(D.scalar("saturated", py.saturated, lme4_C,
-                            tol("saturated"), 0))
+        saturated = D.scalar("saturated", py.saturated, lme4_C, tol("saturated"), 0)
+        # lme4's aic − deviance is NaN on some fits it returns (its aic is not finite there):
+        # lme4's quirk, reported, not a difference of design
+        saturated.gating = bool(np.isfinite(lme4_C))
+        out.append(saturated)
     return out
 
 

@@ -88,7 +88,7 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
 
     oldpdev, trace, converged = DBL_MAX, [], False
     for it in range(EXACT_MAXIT if exact else maxit):
-        olddelu, olddelb = u, beta
+        olddelu, olddelb, oldeta = u, beta, eta
         sqrtW, r = step(eta, mu)
         if not np.all(np.isfinite(sqrtW)):
             # lme4's factorizations carry NaN weights through (no pivot test fails on NaN) and
@@ -106,16 +106,12 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
         mu = fam.linkinv(eta)
         drsum, pdev = pdev_at(mu, u)
         if exact:
-            converged = _settled(olddelu, u, olddelb, beta, oldpdev, pdev)
+            decrement = float(np.sum((sqrtW * (eta - oldeta)) ** 2) + np.sum((u - olddelu) ** 2))
+            converged = _settled(olddelu, u, olddelb, beta, oldpdev, pdev, decrement)
         else:
             with np.errstate(divide="ignore", invalid="ignore"):     # pdev = 0: C++'s inf/NaN
                 converged = abs(np.float64(oldpdev - pdev) / pdev) < tol
         if converged:
-            if exact and pdev > oldpdev:        # that step was rounding: keep the iterate before it
-                u, beta = olddelu, olddelb
-                eta = linpred(u, beta)
-                mu = fam.linkinv(eta)
-                drsum, pdev = pdev_at(mu, u)
             trace.append((pdev, 0))
             break
         halvings = 0
@@ -157,11 +153,12 @@ def newton_weights(fam, resp, eta, mu, mueta, sqrtW, r):
         return np.sqrt(Wstep), r * (W / Wstep)
 
 
-def _settled(olddelu, u, olddelb, beta, oldpdev, pdev) -> bool:
-    """Exact mode: the Newton step no longer moves (u, β) or the penalized deviance, or a small
-    step (≤ 1e-4) raises it by no more than rounding (1e-10 relative): on ill-conditioned designs
-    the computed step is noise of 1e-6 and the deviance rises by 1e-12, forever."""
+def _settled(olddelu, u, olddelb, beta, oldpdev, pdev, decrement) -> bool:
+    """Exact mode: the step no longer moves (u, β) or the penalized deviance, or it did not lower
+    the deviance although its quadratic model promised at most 1e-10 relative (`decrement`,
+    ‖W^½ Δη‖² + ‖Δu‖²): rounding then exceeds the decrease (on ill-conditioned designs the
+    computed step is noise of 1e-6 and the deviance rises by 1e-12, forever)."""
     step = max(np.max(np.abs(u - olddelu), initial=0.0), np.max(np.abs(beta - olddelb), initial=0.0))
     scale = 1.0 + max(np.max(np.abs(u), initial=0.0), np.max(np.abs(beta), initial=0.0))
     return (step <= 1e-12 * scale or abs(oldpdev - pdev) <= 8 * np.finfo(float).eps * abs(pdev)
-            or (oldpdev <= pdev <= oldpdev + 1e-10 * abs(oldpdev) and step <= 1e-4 * scale))
+            or (pdev >= oldpdev and decrement <= 1e-10 * (1.0 + abs(pdev))))
