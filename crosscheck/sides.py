@@ -25,7 +25,7 @@ from .rbridge import RBridgeError, RSession, RTimeout
 from .result import FitResult
 from .scales import absolute_minus2loglik, saturated_minus2loglik
 
-REFUSALS = (ri.ModelError, ri.PirlsError, np.linalg.LinAlgError)
+REFUSALS = (ri.ModelError, ri.PirlsError, ri.OptimizerError, np.linalg.LinAlgError)
 REFERENCE_LME4_VERSION = "1.1-31"          # the lme4 whose scales the reference reproduces
 
 

@@ -4,7 +4,7 @@
 parameter vector). `mode="lme4"` reproduces lme4's numbers, quirks included; `mode="exact"`
 gives the mathematically converged answer for the same model.
 """
-from .errors import FormulaError, ModelError, PirlsError
+from .errors import FormulaError, ModelError, OptimizerError, PirlsError
 from .fit import GlmerFit, devfun, glmer
 
-__all__ = ["glmer", "devfun", "GlmerFit", "ModelError", "FormulaError", "PirlsError"]
+__all__ = ["glmer", "devfun", "GlmerFit", "ModelError", "FormulaError", "PirlsError", "OptimizerError"]

@@ -11,3 +11,7 @@ class FormulaError(ModelError):
 
 class PirlsError(RuntimeError):
     """One of lme4's PIRLS failures (spec §3.2), with lme4's message."""
+
+
+class OptimizerError(RuntimeError):
+    """One of lme4's Nelder_Mead refusals (spec §5.5), with lme4's message."""

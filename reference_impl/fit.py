@@ -278,7 +278,7 @@ def _newton(f: DevianceFunction, par: np.ndarray, opt: OptSummary) -> tuple[np.n
     x, steps, feval = par, 0, 1 + 2 * par.size ** 2
     try:
         cho = la.cho_factor(H)
-    except la.LinAlgError:
+    except (la.LinAlgError, ValueError):          # not positive definite, or not finite
         cho = None
     while cho is not None and steps < NEWTON_MAXSTEPS:
         step = la.cho_solve(cho, g)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import OptimizerError
+
 ALPHA, GAMMA, BETA, DELTA = 1.0, 2.0, 0.5, 0.5
 XCVG, MAXFUN = 3, 4
 MESSAGES = {XCVG: "parameter values converged to within tolerance"}
@@ -41,7 +43,7 @@ def nelder_mead(fn, x0, lower, upper, xst, xt, maxfun: int = 10000) -> NelderMea
     xst, xt = np.asarray(xst, float), np.asarray(xt, float)
     n = x0.size
     if np.any(x0 < lb) or np.any(x0 > ub):
-        raise ValueError("initial x is not a feasible point")
+        raise OptimizerError("initial x is not a feasible point")
     pts = _initial_simplex(x0, lb, ub, xst)
     best = {"f": np.inf, "x": x0.copy(), "n": 0}
 
@@ -117,7 +119,7 @@ def _initial_simplex(x0, lb, ub, xst):
                 if v > ub[i]:
                     v = 0.5 * ((ub[i] if ub[i] - x0[i] > x0[i] - lb[i] else lb[i]) + x0[i])
         if _close(v, x0[i]):
-            raise ValueError("cannot generate feasible simplex")
+            raise OptimizerError("cannot generate feasible simplex")
         pts[i, i + 1] = v
     return pts
 

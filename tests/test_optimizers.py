@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from reference_impl import OptimizerError
 from reference_impl.bobyqa import bobyqa
 from reference_impl.deriv import deriv12
 from reference_impl.nelder_mead import nelder_mead
@@ -99,3 +100,10 @@ def test_deriv12_equals_lme4(R):
     g, H = deriv12(pyfn, x)
     np.testing.assert_array_equal(g, out["gradient"])
     np.testing.assert_array_equal(H, np.asarray(out["Hessian"]).reshape(3, 3))
+
+
+def test_nelder_mead_refuses_a_degenerate_simplex_as_lme4_does():
+    """A zero initial step leaves no simplex: lme4's message, as a refusal (not a crash)."""
+    with pytest.raises(OptimizerError, match="cannot generate feasible simplex"):
+        nelder_mead(lambda x: float(x @ x), [1.0, 2.0], [-np.inf] * 2, [np.inf] * 2,
+                    xst=np.array([0.1, 0.0]), xt=np.array([1e-6, 1e-6]))
