@@ -328,8 +328,9 @@ class Gamma(_PositiveResponse):
         return -2.0 * pw * (np.log(y / mu) - (y - mu) / mu)
 
     def aic(self, y, n, mu, pw, dev):
-        disp = dev / float(np.sum(pw))
-        logdens = stats.gamma.logpdf(y, a=1.0 / disp, scale=mu * disp)
+        disp = np.float64(dev) / np.sum(pw)
+        with np.errstate(divide="ignore", invalid="ignore"):     # dev = 0 (exact fit): C++'s inf
+            logdens = stats.gamma.logpdf(y, a=1.0 / disp, scale=mu * disp)
         return -2.0 * float(np.sum(pw * logdens)) + 2.0
 
 
