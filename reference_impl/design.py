@@ -250,6 +250,9 @@ def _columns_of(var: Node, data: pd.DataFrame, full: bool):
     """(names, matrix) of one variable: numeric → itself; factor → contrasts or indicators."""
     if var.op == "name" and _is_categorical(data[var.value]):
         levels, codes = _levels(data[var.value])
+        if len(levels) < 2:                       # R's model.matrix, after dropping unused levels
+            raise ModelError(f"contrasts can be applied only to factors with 2 or more levels: column "
+                             f"'{var.value}' has {len(levels)} level(s) in the data ({', '.join(levels)})")
         keep = levels if full else levels[1:]
         offset = 0 if full else 1
         M = (codes[:, None] == (np.arange(len(keep)) + offset)[None, :]).astype(float)

@@ -233,6 +233,15 @@ def test_constant_response_is_refused_by_both_with_the_same_reason():
     assert "Response is constant" in c.r.error and "Response is constant" in c.python.error
 
 
+def test_factor_with_one_level_in_the_data_is_refused_by_both():
+    """A categorical covariate whose data hold one of its categories (gen:thorough:1930): R drops
+    the unused levels and refuses the contrasts; the reference fitted an intercept-only model."""
+    data = readme_example().assign(f=pd.Categorical(["b"] * 15, categories=["a", "b", "c"]))
+    (c,) = compare_case(Case.make(data, "y ~ x1 + f + (1 | subject)", "binomial", nagq=(0,))).results
+    assert c.verdict == "both-refused" and c.diagnosis.refusal.agree and c.passed
+    assert "column 'f' has 1 level(s)" in c.python.error
+
+
 def test_refusal_of_one_side_only(monkeypatch, cbpp):
     def refuse(*args, **kwargs):
         raise reference_impl.ModelError("refused on purpose")
