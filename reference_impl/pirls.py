@@ -71,15 +71,15 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
         return offset + zb if u_only else offset + X @ beta + zb
 
     def weights(eta, mu):
-        """mu.eta and W^½ = mu.eta √(pw / V(mu)) at (eta, mu) (§2.3)."""
-        mueta = fam.mu_eta(eta)
-        return mueta, mueta * np.sqrt(resp.pw / fam.variance(mu))
+        """mu.eta, V(mu) and W^½ = mu.eta √(pw / V(mu)) at (eta, mu) (§2.3)."""
+        mueta, V = fam.mu_eta(eta), fam.variance(mu)
+        return mueta, V, mueta * np.sqrt(resp.pw / V)
 
     def step(eta, mu):
         """W^½ and the working residual z − (η − offset) of the next least-squares step."""
-        mueta, sqrtW = weights(eta, mu)
+        mueta, V, sqrtW = weights(eta, mu)
         r = (resp.y - mu) / mueta
-        newton = newton_weights(fam, resp, eta, mu, mueta, sqrtW, r) if exact else None
+        newton = newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r) if exact else None
         return newton if newton is not None else (sqrtW, r)
 
     def pdev_at(mu, u):
@@ -132,19 +132,18 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
     if not converged:
         raise PirlsError("pwrssUpdate did not converge in (maxit) iterations")
     if exact:
-        _, sqrtW = weights(eta, mu)
+        _, _, sqrtW = weights(eta, mu)
         decomp = Decomposition(pred.factor(sqrtW), X, sqrtW)
     return PirlsResult(u, beta, eta, mu, decomp, drsum, it + 1, trace)
 
 
-def newton_weights(fam, resp, eta, mu, mueta, sqrtW, r):
+def newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r):
     """Exact mode's (safeguarded) Newton step: W^½ and working residual from the observed
     information ½ ∂²dev/∂η² = W − pw (y − μ)(μ''/V − μ'² V'/V²) (W = pw μ'²/V, Fisher's) where it
     is positive, Fisher's W elsewhere (the Hessian stays positive definite, the step a descent
     direction); Fisher's residual (y − μ)/μ' becomes W (y − μ)/(μ' W_step). None where the
     information is not finite: the caller takes Fisher's step."""
     with np.errstate(all="ignore"):
-        V = fam.variance(mu)
         W = sqrtW * sqrtW
         Wobs = W - resp.pw * (resp.y - mu) * (fam.link.mu_eta2(eta) / V - mueta * mueta * fam.dvariance(mu) / (V * V))
         Wstep = np.where(Wobs > 0.0, Wobs, W)
