@@ -27,3 +27,13 @@ def test_dvariance_is_the_derivative_of_the_variance(family):
     mu = np.linspace(0.2, 0.8, 7)
     central = (fam.variance(mu + H) - fam.variance(mu - H)) / (2 * H)
     np.testing.assert_allclose(fam.dvariance(mu), central, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("mu", [[1.0, 2.0], [1.5, 2.0]])
+def test_gamma_aic_at_a_zero_deviance_is_rs(R, mu):
+    """An exact fit (deviance 0) makes the dispersion 0: R's `Gamma()$aic` gives NaN there, and
+    so does the reference (it raised ZeroDivisionError, a crash, in the thorough sweep)."""
+    y, one = np.array([1.0, 2.0]), np.ones(2)
+    expected = R.eval(f"suppressWarnings(Gamma()$aic(c(1, 2), 1, c({mu[0]}, {mu[1]}), c(1, 1), 0))")
+    got = make_family("Gamma", "log").aic(y, one, np.array(mu), one, 0.0)
+    np.testing.assert_equal(got, float(np.asarray(expected).ravel()[0]))
