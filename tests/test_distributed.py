@@ -18,6 +18,7 @@ import pytest
 
 from crosscheck.case import Case
 from crosscheck.datasets import readme_example
+from crosscheck.diagnose import STAGES, VERDICT_OF_STAGE
 from crosscheck.distributed import DaskExecutor
 from crosscheck.store import Store
 from crosscheck.sweep import SweepConfig, start, sweep
@@ -27,14 +28,23 @@ CONFIG = SweepConfig(cases=4, seed="dask", max_groups=6, datasets=("cbpp",), nag
 
 
 def fits(db: Path, run_id: str) -> dict[tuple, tuple]:
-    """(case, nAGQ, mode) → (verdict, python −2logLik, R −2logLik) of a run."""
+    """(case, nAGQ, mode) → (verdict of the stage where the fits part, python −2logLik, R −2logLik)."""
     out = {}
     with sqlite3.connect(db) as con:
         for key, report in con.execute("SELECT case_key, report_json FROM cases WHERE run_id = ?", (run_id,)):
             for r in json.loads(report)["results"]:
-                out[key, r["nAGQ"], r["mode"]] = (r["verdict"], r["python"].get("minus2loglik"),
+                out[key, r["nAGQ"], r["mode"]] = (parted(r), r["python"].get("minus2loglik"),
                                                   r["r"].get("minus2loglik"))
     return out
+
+
+def parted(result: dict) -> str:
+    """The verdict, with `lme4-noise` read as the verdict of its stage: it refines that verdict by
+    three more glmer fits, and glmer's results move with the R process (below), so on a Hessian
+    that is noise (SEs of 1e3) one worker's refits can cover the reference and another's not."""
+    if result["verdict"] != "lme4-noise":
+        return result["verdict"]
+    return VERDICT_OF_STAGE[STAGES.index(result["stage_failed"])]
 
 
 def holder_of(path: Path) -> int:
