@@ -343,15 +343,19 @@ def report(run_id, store_path, jsonl, out):
 @fails_cleanly
 def gate(baseline, update_baseline, workers, case_timeout, store_path, out):
     """CI gate: re-run the pinned corpus and compare with the baseline. Exit 1 when a passing
-    comparison fails or a difference grows past the policy's factor (crosscheck/gate.py)."""
+    comparison fails or a difference grows past the policy's factor (crosscheck/gate.py).
+    --update-baseline measures every comparison's noise band, here and on a simulated other CPU."""
     from .executors import SubprocessPool, serial
     from .gate import run_gate
+    from .machine import SIMULATED_CPU
     from .store import Store
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     executor = SubprocessPool(workers, case_timeout, out / "workers.log") if workers else serial
-    found, run_id, text = run_gate(Path(baseline), Store(store_path), executor, out, update_baseline)
+    simulated = SubprocessPool(workers, case_timeout, out / "workers.log", env=SIMULATED_CPU)
+    found, run_id, text = run_gate(Path(baseline), Store(store_path), executor, out, update_baseline,
+                                   simulated)
     click.echo(text)
     if update_baseline:
         click.echo(f"baseline {baseline} rewritten from run {run_id}")

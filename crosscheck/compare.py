@@ -56,6 +56,7 @@ class Comparison:
                "diffs": [x.to_json() for x in d.diffs],
                "refusal": d.refusal.to_json() if d.refusal else None,
                "r_warnings": list(self.r.messages), "notes": list(d.notes),
+               "noise": d.noise.to_json() if d.noise else None, "conditioning": d.conditioning,
                "timings": self.timings}
         if self.referee is not None:
             out["referee"] = {"side": "glmmTMB", **self.referee.summary(),
@@ -81,12 +82,14 @@ class CaseReport:
 
 
 def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
-                 r_side: RSide | None = None, referee: bool = False) -> CaseReport:
-    """Fit `case` with glmer and the reference (each mode) for every nAGQ of the case; diagnose."""
+                 r_side: RSide | None = None, referee: bool = False, noise: str = "all") -> CaseReport:
+    """Fit `case` with glmer and the reference (each mode) for every nAGQ of the case; diagnose,
+    with the noise band measured for every comparison (`noise="all"`), only where a comparison
+    would otherwise fail (`"failing"`) or never (`"none"`)."""
     policy = policy or Policy()
     r_side = r_side or RSide()
     C = saturated(case)
-    diagnoser = Diagnoser(case, policy, r_side)
+    diagnoser = Diagnoser(case, policy, r_side, noise)
     tmb = None
     results = []
     try:
@@ -102,7 +105,8 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
                 t_py = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 diagnosis = diagnoser.run(nAGQ, mode, py, r)
-                timings = {"r_fit": t_r, "python_fit": t_py, "diagnosis": time.perf_counter() - t0}
+                timings = {"r_fit": t_r, "python_fit": t_py, "diagnosis": time.perf_counter() - t0,
+                           "noise": diagnosis.noise.seconds if diagnosis.noise else 0.0}
                 diagnosis.notes += _notes(case, nAGQ, r)
                 comparison = Comparison(nAGQ, mode, py, r, diagnosis, timings=timings)
                 if tmb is not None and nAGQ == 1:

@@ -47,7 +47,7 @@ def signature(case: Case, nagq: int, mode: str) -> tuple[str, bool, str]:
     from .compare import compare_case
     from .sides import RSide
 
-    (c,) = compare_case(case.with_nagq((nagq,)), (mode,), r_side=RSide(timeout=60)).results
+    (c,) = compare_case(case.with_nagq((nagq,)), (mode,), r_side=RSide(timeout=60), noise="failing").results
     return c.verdict, c.passed, "crash" if c.python.extra.get("crash") else ""
 
 

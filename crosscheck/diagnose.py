@@ -12,16 +12,20 @@ as good as glmer's; parameter and derived differences are reported as glmer's nu
 
 The diagnosis stops at the first stage that fails; the verdict follows from that stage.
 
-glmer is not a function of the model alone: on a rough or flat objective, rounding (the order of
-a sum) forks its optimizer's path. So when lme4 mode parts from glmer only at stage 2 or 3, glmer
-is refitted on the same data with its rows permuted (`ROW_ORDERS` fixed orders); if every
-difference that failed there is no larger than glmer's own spread (the largest |glmer(permuted) −
-glmer| of that quantity), the verdict is `lme4-noise` (passing): glmer differs from itself as much.
-Those differences stay in the diagnosis, informational, and a note gives glmer's spread.
+Neither side is a function of the model alone: on a rough or ill-conditioned problem, rounding
+(the order of a sum, a CPU's SIMD kernels) moves objectives, optima and SEs. So each difference
+carries its noise band (`noise.py`: how far each side moves when the same rows come in another
+order), and a stage fails only on a difference outside its tolerance *and* beyond noise. A
+comparison whose only such differences are within noise is `within-noise` (passing); the
+diagnosis then goes on to the next stage. `conditioning` says why a case is noisy: cond(X), the
+condition number of the optimizer's Hessian, and the reference's PIRLS iterations and
+step-halvings at glmer's optimum. The band is measured for every comparison (`noise="all"`,
+compare and investigate) or only where a comparison would otherwise fail (`"failing"`, sweeps).
 """
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -29,15 +33,16 @@ import numpy as np
 from . import diffs as D
 from .case import Case
 from .diffs import Diff
+from .noise import NoiseBand, element, row_orders
 from .result import FitResult
-from .sides import PythonSide, RSide
+from .sides import PythonSide, RSide, saturated
 from .tolerances import Policy
 
 STAGES = ("design", "objective", "optimum", "derived")
 VERDICT_OF_STAGE = {0: "design-mismatch", 1: "objective-mismatch", 2: "optimizer-only",
                     3: "se-mismatch"}
-PASSING = ("match", "lme4-noise")
-ROW_ORDERS = 3                 # permuted row orders glmer is refitted on (seeds 0, 1, 2)
+PASSING = ("match", "within-noise")
+NOISE = ("all", "failing", "none")
 
 
 @dataclass
@@ -57,6 +62,8 @@ class Diagnosis:
     verdict: str = "match"
     refusal: Refusal | None = None
     notes: list[str] = field(default_factory=list)
+    noise: NoiseBand | None = None
+    conditioning: dict[str, float | int | None] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -84,14 +91,19 @@ def reasons_agree(python: str, r: str) -> bool:
 
 
 class Diagnoser:
-    """Runs the stages for one (case, nAGQ) against one Python mode; R's deviance function is
-    built once per nAGQ and shared between modes."""
+    """Runs the stages for one (case, nAGQ) against one Python mode. R's deviance functions (of the
+    case and of each row order) and glmer's refits on the row orders are made once per nAGQ and
+    shared between modes."""
 
-    def __init__(self, case: Case, policy: Policy, r_side: RSide):
-        self.case, self.policy, self.r_side = case, policy, r_side
-        self._devfuns: dict[int, dict] = {}
+    def __init__(self, case: Case, policy: Policy, r_side: RSide, noise: str = "all"):
+        if noise not in NOISE:
+            raise ValueError(f"noise must be one of {NOISE}, not {noise!r}")
+        self.case, self.policy, self.r_side, self.noise = case, policy, r_side, noise
+        self._devfuns: dict[tuple[int, int | None], dict] = {}   # (nAGQ, row order) → R's devfun
         self._python_at_r: float | None = None      # the reference's objective at glmer's optimum
-        self._permuted: dict[int, list[tuple[np.ndarray, FitResult]]] = {}
+        self._evaluations: dict = {}                  # (nAGQ, mode) → stage 1's points and values
+        self._r_refits: dict[int, list[FitResult]] = {}
+        self._orders = row_orders(case) if noise != "none" else []
 
     def close(self) -> None:
         for devfun in self._devfuns.values():
@@ -110,70 +122,110 @@ class Diagnoser:
         for k, stage in enumerate(stages):
             diffs = stage()
             out.diffs += diffs
-            if not all(d.ok for d in diffs if d.gating):
+            outside = [d for d in diffs if d.gating and not d.ok]
+            if out.noise is None and k > 0 and (self.noise == "all" or (outside and self.noise == "failing")):
+                out.noise = self.band(nAGQ, mode, py, r, tol)
+            if out.noise is not None:
+                out.noise.annotate(out.diffs)
+            if [d for d in outside if not d.within_noise]:
                 out.stage_failed, out.verdict = k, VERDICT_OF_STAGE[k]
                 break
-        if mode == "lme4" and out.stage_failed in (2, 3):
-            self.lme4_noise(nAGQ, py, r, tol, out)
+        beyond_tol = [d for d in out.diffs if d.gating and not d.ok]
+        if out.stage_failed is None and beyond_tol:
+            out.verdict = "within-noise"
+            out.notes.append(
+                f"{len(beyond_tol)} difference(s) outside tolerance, each within the spread that "
+                f"rounding alone produces on the two sides (row order, {out.noise.orders} orders): "
+                + ", ".join(f"{d.quantity} {d.noise_units:.2g} band(s)" for d in beyond_tol[:4])
+                + (" …" if len(beyond_tol) > 4 else ""))
+        out.conditioning = self.conditioning(nAGQ, mode, py, r)
         return out
 
-    # -- glmer against itself ---------------------------------------------------------------------
-    def lme4_noise(self, nAGQ: int, py: FitResult, r: FitResult, tol, out: Diagnosis) -> None:
-        """`lme4-noise` when every failing stage-2/3 difference is within glmer's own spread: the
-        largest |glmer(rows permuted) − glmer| of that quantity over the first row orders."""
-        failing = [d for d in out.diffs if d.gating and not d.ok]
-        spread: dict[str, float] = {}
-        for k, (order, r_k) in enumerate(self._permuted_fits(nAGQ, py.saturated)):
-            if not r_k.ok:
-                continue
-            for d in [*optimum("lme4", r_k, r, tol, None), *derived("lme4", _in_order(r_k, order), r, tol)]:
-                if d.abs is not None:
-                    key = _element(d.quantity)
-                    spread[key] = max(spread.get(key, 0.0), d.abs)
-            if all(d.abs is not None and d.abs <= spread.get(_element(d.quantity), -1.0) for d in failing):
-                for d in failing:
-                    d.gating = False
-                out.verdict = "lme4-noise"
-                out.notes.append(
-                    f"glmer refitted on the same data in {k + 1} other row order(s) moves as far as the "
-                    "reference is from it: " + ", ".join(f"{_element(d.quantity)} {spread[_element(d.quantity)]:.2e}"
-                                                         for d in failing[:4]) + (" …" if len(failing) > 4 else ""))
-                return
+    # -- the noise band -----------------------------------------------------------------------------
+    def band(self, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol) -> NoiseBand:
+        """Both sides on each row order: refitted (stages 2–3) and their deviance functions
+        evaluated at stage 1's points; each compared with the same side on the original rows."""
+        t0 = time.perf_counter()
+        band = NoiseBand(orders=len(self._orders))
+        points, at_r, at_py = self._evaluations.get((nAGQ, mode), (None, None, None))
+        refits = self._r_refits.setdefault(nAGQ, [])
+        for j, order in enumerate(self._orders):
+            case_j = self.case.with_rows(order)
+            if j == len(refits):
+                refits.append(self.r_side.fit(case_j, nAGQ, r.saturated))
+            C_j = saturated(case_j)
+            sides = {"r": (refits[j], r), "python": (PythonSide(mode).fit(case_j, nAGQ, C_j), py)}
+            for side, (fit_j, fit) in sides.items():
+                if not fit_j.ok:
+                    band.refused[side] += 1
+                    continue
+                band.add(side, design_noise(fit_j, fit, tol))
+                band.add(side, optimum(mode, fit_j, fit, tol, None))
+                band.add(side, derived(mode, _in_order(fit_j, order), fit, tol))
+            if points is not None:
+                devfun = self._devfun(nAGQ, j, case_j)
+                band.add("r", _evaluation_diffs(self.r_side.evaluate(devfun, points), at_r, tol))
+                band.add("python", _evaluation_diffs(PythonSide(mode).evaluate(
+                    case_j, nAGQ, points, np.asarray(devfun["lp0"], float)), at_py, tol))
+        band.seconds = time.perf_counter() - t0
+        return band
 
-    def _permuted_fits(self, nAGQ: int, C: float | None):
-        """glmer on `ROW_ORDERS` row permutations of the case, fitted once per nAGQ, lazily."""
-        fits = self._permuted.setdefault(nAGQ, [])
-        for k in range(ROW_ORDERS):
-            if k == len(fits):
-                order = np.random.default_rng(k).permutation(len(self.case.data))
-                fits.append((order, self.r_side.fit(self.case.with_rows(order), nAGQ, C)))
-            yield fits[k]
+    def _devfun(self, nAGQ: int, order: int | None, case: Case) -> dict:
+        """R's deviance function of `case` (the original rows, or row order `order`), made once."""
+        if (nAGQ, order) not in self._devfuns:
+            self._devfuns[nAGQ, order] = self.r_side.devfun(case, nAGQ)
+        return self._devfuns[nAGQ, order]
+
+    def conditioning(self, nAGQ: int, mode: str, py: FitResult, r: FitResult) -> dict:
+        """Why a case is noisy: cond(X), cond of glmer's (else the reference's) Hessian at the
+        optimum, and the reference's PIRLS iterations and step-halvings at glmer's optimum."""
+        X = py.extra.get("X")
+        H = _hessian(r) if _hessian(r) is not None else _hessian(py)
+        ev = self._evaluations.get((nAGQ, mode), (None, None, [None]))[2][0]
+        return {"cond_X": _cond(X), "cond_hessian": _cond(H),
+                "pirls_iterations": getattr(ev, "iterations", None),
+                "pirls_halvings": getattr(ev, "halvings", None)}
 
     # -- stage 1 ------------------------------------------------------------------------------------
     def objective(self, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol) -> list[Diff]:
-        if nAGQ not in self._devfuns:
-            self._devfuns[nAGQ] = self.r_side.devfun(self.case, nAGQ)
-        devfun = self._devfuns[nAGQ]
-        points = {"r": r.pars, "python": py.pars}
-        at_r = self.r_side.evaluate(devfun, list(points.values()))
-        at_py = PythonSide(mode).evaluate(self.case, nAGQ, list(points.values()),
-                                          np.asarray(devfun["lp0"], float))
+        devfun = self._devfun(nAGQ, None, self.case)
+        points = [r.pars, py.pars]
+        at_r = self.r_side.evaluate(devfun, points)
+        at_py = PythonSide(mode).evaluate(self.case, nAGQ, points, np.asarray(devfun["lp0"], float))
         self._python_at_r = at_py[0].value
-        out = []
-        for where, e_py, e_r in zip(points, at_py, at_r):
-            if e_py.error or e_r.error:
-                out.append(D.equal(f"evaluation@{where} optimum", e_py.error, e_r.error, 1))
-                continue
-            out.append(D.scalar(f"objective@{where}", e_py.value, e_r.value, tol("objective"), 1))
-            out += [D.scalar(f"{q}@{where}", getattr(e_py, q), getattr(e_r, q), tol(q), 1)
-                    for q in ("ldL2", "ussq", "drsum")]
-            out.append(D.array(f"u@{where}", e_py.u, e_r.u, tol("u"), 1))
-        return out
+        self._evaluations[nAGQ, mode] = (points, at_r, at_py)
+        return _evaluation_diffs(at_py, at_r, tol)
 
 
-def _element(quantity: str) -> str:
-    """`fitted[7 of 20]` → `fitted` (an array's worst element), `theta[g.x]` unchanged."""
-    return re.sub(r"\[[^\]]* of [^\]]*\]$", "", quantity)
+def _evaluation_diffs(at_py, at_r, tol) -> list[Diff]:
+    """Stage 1's diffs: the two lists of evaluations at glmer's and the reference's optimum."""
+    out = []
+    for where, e_py, e_r in zip(("r", "python"), at_py, at_r):
+        if e_py.error or e_r.error:
+            out.append(D.equal(f"evaluation@{where} optimum", e_py.error, e_r.error, 1))
+            continue
+        out.append(D.scalar(f"objective@{where}", e_py.value, e_r.value, tol("objective"), 1))
+        out += [D.scalar(f"{q}@{where}", getattr(e_py, q), getattr(e_r, q), tol(q), 1)
+                for q in ("ldL2", "ussq", "drsum")]
+        out.append(D.array(f"u@{where}", e_py.u, e_r.u, tol("u"), 1))
+    return out
+
+
+def _hessian(fit: FitResult) -> np.ndarray | None:
+    info = fit.extra.get("optinfo")
+    H = getattr(info, "hessian", None)
+    if H is None and isinstance(info, dict):
+        H = (info.get("derivs") or {}).get("Hessian")
+    return None if H is None else np.atleast_2d(np.asarray(H, float))
+
+
+def _cond(A) -> float | None:
+    if A is None:
+        return None
+    A = A.toarray() if hasattr(A, "toarray") else np.asarray(A, float)
+    if A.size == 0 or not np.all(np.isfinite(A)):
+        return None
+    return float(np.linalg.cond(A))
 
 
 def _in_order(fit: FitResult, order: np.ndarray) -> FitResult:
@@ -213,6 +265,13 @@ def design(py: FitResult, r: FitResult, tol) -> list[Diff]:
         saturated.gating = bool(np.isfinite(lme4_C))
         out.append(saturated)
     return out
+
+
+def design_noise(fit_j: FitResult, fit: FitResult, tol) -> list[Diff]:
+    """The one design quantity that rounding moves with the row order: the saturated constant
+    (R's lme4 value, the reference's computed from the data); X, Zt and θ's bounds are exact."""
+    a, b = fit_j.extra.get("saturated_lme4", fit_j.saturated), fit.extra.get("saturated_lme4", fit.saturated)
+    return [] if a is None or b is None else [D.scalar("saturated", a, b, tol("saturated"), 0)]
 
 
 def optimum(mode: str, py: FitResult, r: FitResult, tol, python_at_r: float | None) -> list[Diff]:

@@ -27,9 +27,24 @@ class Diff:
     ok: bool
     stage: int
     gating: bool = True        # False: reported, but never fails its stage (informational)
+    noise: float | None = None         # the noise band of this quantity (`noise.py`); None: not measured
+    within_noise: bool = False         # outside its tolerance, but within rounding's spread
 
     def to_json(self) -> dict[str, Any]:
-        return {k: _plain(v) for k, v in asdict(self).items()}
+        return {**{k: _plain(v) for k, v in asdict(self).items()}, "noise_units": _plain(self.noise_units)}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], **changes) -> Diff:
+        """A diff from its JSON (derived fields such as `noise_units` dropped)."""
+        return cls(**{k: v for k, v in {**doc, **changes}.items() if k in cls.__dataclass_fields__})
+
+    @property
+    def noise_units(self) -> float | None:
+        """|Δ| in units of the noise band (None where either is unknown)."""
+        if self.noise is None or self.abs is None:
+            return None
+        size = abs(self.abs)
+        return size / self.noise if self.noise > 0 else (0.0 if size == 0 else math.inf)
 
     @property
     def excess(self) -> float:

@@ -40,6 +40,7 @@ class Job:
     modes: tuple[str, ...]
     r_timeout: float | None = None
     tol: tuple[str, ...] = ()
+    noise: str = "failing"             # where the noise band is measured (`diagnose.NOISE`)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,7 +48,7 @@ class Job:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Job:
         return cls(doc["key"], doc["source"], tuple(doc["nagq"]), tuple(doc["modes"]),
-                   doc["r_timeout"], tuple(doc["tol"]))
+                   doc["r_timeout"], tuple(doc["tol"]), doc.get("noise", "failing"))
 
 
 Executor = Callable[[Iterable[Job]], Iterator[dict]]
@@ -66,7 +67,7 @@ def run_job(job: Job) -> dict[str, Any]:
         case = sources.build(job.source, job.nagq)
         out["case"] = sources.document(case)
         report = compare_case(case, job.modes, Policy.load("pyproject.toml", list(job.tol)),
-                              RSide(timeout=job.r_timeout))
+                              RSide(timeout=job.r_timeout), noise=job.noise)
         out.update(status="done", report=report.to_json())
     except ModelError as e:
         out.update(status="error", error=str(e))
@@ -82,11 +83,11 @@ def serial(jobs: Iterable[Job]) -> Iterator[dict[str, Any]]:
 
 
 class _Worker:
-    def __init__(self, log: IO | None):
+    def __init__(self, log: IO | None, env: dict[str, str] | None = None):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "crosscheck.executors"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=log or subprocess.DEVNULL, text=True,
-            preexec_fn=_die_with_parent)
+            preexec_fn=_die_with_parent, env={**os.environ, **env} if env else None)
         self.job: Job | None = None
         self.started = 0.0
 
@@ -102,10 +103,12 @@ class _Worker:
 
 class SubprocessPool:
     """`workers` worker processes; a case gets `timeout` seconds in all before its worker is
-    killed. Worker stderr (R's console, warnings) goes to `log`."""
+    killed. Worker stderr (R's console, warnings) goes to `log`; `env` is added to the workers'
+    environment (e.g. `machine.SIMULATED_CPU`, another CPU path)."""
 
-    def __init__(self, workers: int = 2, timeout: float = 600.0, log: Path | None = None):
-        self.workers, self.timeout, self.log = max(1, workers), timeout, log
+    def __init__(self, workers: int = 2, timeout: float = 600.0, log: Path | None = None,
+                 env: dict[str, str] | None = None):
+        self.workers, self.timeout, self.log, self.env = max(1, workers), timeout, log, env
 
     def __call__(self, jobs: Iterable[Job]) -> Iterator[dict[str, Any]]:
         pending = iter(jobs)
@@ -120,7 +123,7 @@ class SubprocessPool:
                         break
                     w.send(job)
                 while len(pool) < self.workers and (job := next(pending, None)) is not None:
-                    w = _Worker(log)
+                    w = _Worker(log, self.env)
                     selector.register(w.proc.stdout, selectors.EVENT_READ, w)
                     pool.append(w)
                     w.send(job)

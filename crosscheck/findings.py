@@ -48,7 +48,7 @@ def distribution_table(store: Store, run_id: str, keys: str = "%") -> str:
 BY_DESIGN = """
 SELECT CASE WHEN c.formula LIKE '%x2%' THEN 'near-collinear x2' ELSE 'no x2' END AS covariates,
        coalesce(c.edge, '-') AS edge, count(*) AS fits, sum(f.passed) AS passed,
-       sum(f.verdict = 'lme4-noise') AS noise, sum(f.verdict = 'objective-mismatch') AS objective, sum(f.verdict = 'optimizer-only') AS optimizer,
+       sum(f.verdict = 'within-noise') AS noise, sum(f.verdict = 'objective-mismatch') AS objective, sum(f.verdict = 'optimizer-only') AS optimizer,
        sum(f.verdict = 'se-mismatch') AS se, sum(f.verdict LIKE '%refused' AND NOT f.passed) AS refusals
 FROM fits f JOIN cases c USING (case_id)
 WHERE c.run_id = ? AND f.mode = 'lme4' AND c.case_key LIKE 'gen:%'
@@ -58,7 +58,7 @@ GROUP BY 1, 2 ORDER BY 1, 2
 
 def design_table(store: Store, run_id: str) -> str:
     """lme4-mode verdicts of generated cases by covariates and edge case."""
-    lines = ["| covariates | edge case | fits | passed | of which lme4-noise | objective-mismatch | "
+    lines = ["| covariates | edge case | fits | passed | of which within noise | objective-mismatch | "
              "optimizer-only | se-mismatch | refusals not agreeing |", "|---|---|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(str(v) for v in tuple(r)) + " |"
               for r in store.query(BY_DESIGN, run_id)]

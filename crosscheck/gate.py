@@ -2,24 +2,29 @@
 
 It re-runs a pinned corpus — the committed case files of a directory (`tests/corpus/cases/`) plus
 derandomized generated cases (`gen:gate:<i>`, drawn from a fixed seed) — through the sweep, and
-compares every (case, nAGQ, mode) with the baseline file, which holds its verdict and, per
-quantity (θ, β, objective, SE, … as in `calibrate.base_quantity`), the largest |python − glmer|.
+compares every (case, nAGQ, mode) with the baseline file. The baseline holds, per comparison, the
+verdicts it had, and per quantity (θ, β, objective, SE, … as in `calibrate.base_quantity`) the
+largest |python − glmer| and its noise band: the larger of the row-order spread of both sides
+(`noise.py`) and the spread of the difference itself between CPU paths. `--update-baseline`
+measures it on this machine twice — as it is, with the band for every comparison, and again in
+workers with numpy's AVX-512 kernels off (`machine.SIMULATED_CPU`) — and records both machines'
+fingerprints.
 
-Policy — the gate fails when
-- a comparison that passed no longer passes (some difference is past its tolerance, or a side
-  refuses), or a failing one changes its verdict (a known discrepancy that turns into another);
-- a difference grows past GROWTH × its baseline value (differences below FLOOR count as FLOOR:
-  rounding noise at 1e-16 may grow to 1e-12 unnoticed; the tolerances then still apply);
+Policy (`changes`) — the gate fails when
+- a comparison that passed no longer passes (a difference beyond both its tolerance and its noise
+  band, or a side refuses), or a failing one changes to another failing verdict;
+- a difference grows past GROWTH × the larger of its baseline value and its baseline noise band
+  (and of FLOOR: rounding at 1e-16 may grow to 1e-12 unnoticed; the tolerances then still apply);
 - a pinned comparison did not run, or a new one does not pass.
-A comparison that starts to pass (or to match where it was `lme4-noise`), and differences that
-shrink, are reported and do not fail;
-`--update-baseline` pins the new state.
+A verdict that is among those the baseline saw is no change; a flip between two passing verdicts
+(`match` and `within-noise`: both within the spread rounding alone produces), a comparison that
+starts to pass, and differences that shrink are reported and do not fail.
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +66,11 @@ def load_baseline(path: Path) -> dict[str, Any]:
     for key in ("config", "entries"):
         if not isinstance(doc.get(key), dict):
             raise BaselineError(f"baseline {path}: field {key!r} must be an object")
+    for key, entry in doc["entries"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("verdicts"), list) \
+                or not isinstance(entry.get("diffs"), dict):
+            raise BaselineError(f"baseline {path}: entry {key!r} lacks 'verdicts' (a list) or 'diffs' "
+                                "(rewrite it with --update-baseline)")
     return doc
 
 
@@ -70,55 +80,85 @@ def corpus_files(baseline_path: Path, config: dict[str, Any]) -> list[Path]:
 
 
 def measure(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
-    """Per comparison: verdict, passed, and the largest |Δ| of each quantity."""
+    """Per comparison: its verdict, passed, and per quantity the largest |Δ| and its noise band."""
     entries: dict[str, dict[str, Any]] = {}
     for r in store.query(
             "SELECT c.case_key, c.status, f.fit_id, f.nagq, f.mode, f.verdict, f.passed FROM cases c "
             "LEFT JOIN fits f USING (case_id) WHERE c.run_id = ?", run_id):
         if r["fit_id"] is None:
-            entries[r["case_key"]] = {"verdict": r["status"], "passed": False, "diffs": {}}
+            entries[r["case_key"]] = {"verdicts": [r["status"]], "passed": False, "diffs": {}, "noise": {}}
             continue
-        diffs = {d["base"]: d["worst"] for d in store.query(
-            "SELECT base, max(abs(abs)) AS worst FROM diffs WHERE fit_id = ? AND abs IS NOT NULL "
-            "GROUP BY base", r["fit_id"])}
+        rows = store.query("SELECT base, max(abs(abs)) AS worst, max(noise) AS noise FROM diffs "
+                           "WHERE fit_id = ? AND abs IS NOT NULL GROUP BY base", r["fit_id"])
+        label = r["verdict"] + (" (reasons differ)" if r["verdict"] == "both-refused" and not r["passed"] else "")
         entries[f"{r['case_key']} nAGQ={r['nagq']} {r['mode']}"] = {
-            "verdict": r["verdict"], "passed": bool(r["passed"]), "diffs": diffs}
+            "verdicts": [label], "passed": bool(r["passed"]),
+            "diffs": {d["base"]: d["worst"] for d in rows},
+            "noise": {d["base"]: d["noise"] for d in rows if d["noise"] is not None}}
     return entries
 
 
+def merge(measured: list[dict[str, dict]]) -> dict[str, dict]:
+    """One baseline from the measurements of several CPU paths: every verdict seen, passed only
+    where it passed on all, the largest difference, and a band that covers each path's row-order
+    spread and how far the difference itself moved between paths."""
+    out = {}
+    for key in sorted(set().union(*measured)):
+        seen = [m[key] for m in measured if key in m]
+        diffs, noise = {}, {}
+        for q in set().union(*(e["diffs"] for e in seen)):
+            values = [_num(e["diffs"][q]) for e in seen if q in e["diffs"]]
+            diffs[q] = max(values)
+            bands = [e["noise"][q] for e in seen if q in e.get("noise", {})]
+            noise[q] = max([*bands, max(values) - min(values)])
+        out[key] = {"verdicts": sorted({v for e in seen for v in e["verdicts"]}),
+                    "passed": all(e["passed"] for e in seen) and len(seen) == len(measured),
+                    "diffs": diffs, "noise": noise}
+    return out
+
+
 def changes(before: dict[str, dict], after: dict[str, dict]) -> list[Change]:
-    """What changed between two `measure`s, by the policy above."""
+    """What changed between a baseline and a `measure`, by the policy above."""
     out = []
     for key in sorted(set(before) | set(after)):
         b, a = before.get(key), after.get(key)
         if a is None:
-            out.append(Change(key, "verdict", b["verdict"], "not run", True, "pinned comparison did not run"))
+            out.append(Change(key, "verdict", _verdicts(b), "not run", True, "pinned comparison did not run"))
             continue
         if b is None:
-            out.append(Change(key, "verdict", None, a["verdict"], not a["passed"], "new comparison"))
+            out.append(Change(key, "verdict", None, _verdicts(a), not a["passed"], "new comparison"))
             continue
-        if a["verdict"] != b["verdict"] or a["passed"] != b["passed"]:
-            improved = a["passed"] and (not b["passed"] or a["verdict"] == "match")
-            out.append(Change(key, "verdict", b["verdict"], a["verdict"], not improved,
-                              "verdict changed" if not improved else "now passes" if not b["passed"]
-                              else "now matches"))
+        (verdict,) = a["verdicts"]
+        if verdict not in b["verdicts"]:
+            why, failing = (("still passes (both verdicts within noise)", False) if a["passed"] and b["passed"]
+                            else ("now passes", False) if a["passed"]
+                            else ("stopped passing", True) if b["passed"]
+                            else ("a failing comparison changed its verdict", True))
+            out.append(Change(key, "verdict", _verdicts(b), verdict, failing, why))
         for q in sorted(set(b["diffs"]) & set(a["diffs"])):
-            x, y = b["diffs"][q], a["diffs"][q]
-            if _num(y) > GROWTH * max(_num(x), FLOOR):
-                out.append(Change(key, q, x, y, True, f"grew more than {GROWTH:g}x"))
-            elif _num(x) > FLOOR and _num(y) < _num(x) / GROWTH:
+            x, y = _num(b["diffs"][q]), _num(a["diffs"][q])
+            band = _num(b.get("noise", {}).get(q, 0.0))
+            if y > GROWTH * max(x, band, FLOOR):
+                out.append(Change(key, q, x, y, True, f"grew past {GROWTH:g}x max(baseline, noise band "
+                                                      f"{band:.2g})"))
+            elif x > max(band, FLOOR) and y < x / GROWTH:
                 out.append(Change(key, q, x, y, False, "shrank"))
     return out
+
+
+def _verdicts(entry: dict) -> str:
+    return " / ".join(entry["verdicts"])
 
 
 def _num(v) -> float:
     return math.inf if v is None or v == "Inf" else float(v)
 
 
-def baseline_doc(config: dict[str, Any], entries: dict[str, dict], versions: dict) -> dict[str, Any]:
-    return {"format": FORMAT, "version": 1,
-            "policy": {"growth": GROWTH, "floor": FLOOR, "text": __doc__.split("Policy — ")[1].strip()},
-            "config": config, "versions": versions, "entries": entries}
+def baseline_doc(config: dict[str, Any], entries: dict[str, dict], versions: dict,
+                 machines: list[dict]) -> dict[str, Any]:
+    return {"format": FORMAT, "version": 2,
+            "policy": {"growth": GROWTH, "floor": FLOOR, "text": __doc__.split("Policy (`changes`) — ")[1].strip()},
+            "config": config, "versions": versions, "machines": machines, "entries": entries}
 
 
 def write_baseline(path: Path, doc: dict[str, Any]) -> None:
@@ -132,7 +172,8 @@ def render(changes_: list[Change], n: int) -> str:
     lines = [f"# crosscheck gate: {'FAILED' if failing else 'passed'}", "",
              f"{n} comparisons; {len(failing)} failing change(s), "
              f"{len(changes_) - len(failing)} other change(s). Policy: a difference may grow to "
-             f"{GROWTH:g}x its baseline (floor {FLOOR:g}); passing comparisons must keep passing.", ""]
+             f"{GROWTH:g}x the larger of its baseline and its noise band (floor {FLOOR:g}); passing "
+             "comparisons must keep passing.", ""]
     if changes_:
         lines += ["| | comparison | quantity | before | after | why |", "|---|---|---|---|---|---|"]
         lines += [f"| {'FAIL' if c.failing else 'note'} | {c.comparison} | {c.quantity} | "
@@ -160,29 +201,38 @@ def junit_cases(changes_: list[Change], entries: dict[str, dict]) -> list[dict]:
     return out
 
 
-def run_gate(baseline_path: Path, store: Store, executor, out: Path,
-             update: bool = False) -> tuple[list[Change], str, str]:
-    """Re-run the pinned corpus, compare with the baseline (none yet: with `update` only), write
-    `gate.md` and `junit.xml` into `out`; with `update`, write the new baseline. Returns the
-    changes, the run id and the Markdown report."""
+def run_gate(baseline_path: Path, store: Store, executor, out: Path, update: bool = False,
+             simulated=None) -> tuple[list[Change], str, str]:
+    """Re-run the pinned corpus, compare with the baseline, write `gate.md` and `junit.xml` into
+    `out`. With `update`, measure the noise band of every comparison, measure again with the
+    executor `simulated` (workers on another CPU path, `machine.SIMULATED_CPU`) and write the new
+    baseline from both instead. Returns the changes, the run id and the Markdown report."""
     from .outputs import junit_xml, verdict_table
     from .sweep import SweepConfig, start, sweep
 
-    doc = None if update and not baseline_path.is_file() else load_baseline(baseline_path)
-    gate_config = {**DEFAULTS, **(doc["config"] if doc else {})}
+    doc = None if update else load_baseline(baseline_path)
+    gate_config = {**DEFAULTS, **(doc or _lenient(baseline_path))["config"]}
     config = SweepConfig(cases=gate_config["generated"], seed=gate_config["seed"],
                          max_groups=gate_config["max_groups"], datasets=(),
                          files=tuple(map(str, corpus_files(baseline_path, gate_config))),
-                         nagq=tuple(gate_config["nagq"]), modes=tuple(gate_config["modes"]))
+                         nagq=tuple(gate_config["nagq"]), modes=tuple(gate_config["modes"]),
+                         noise="all" if update else "failing")
     for path in config.files:                # a corrupt case file is bad input, not a finding
         Case.load(path)
-    run_id = start(store, config)
-    sweep(store, run_id, config, executor)
-    entries = measure(store, run_id)
+    runs = [(executor, config)] + ([(simulated, replace(config, noise="failing"))] if update and simulated else [])
+    measured, machines = [], []
+    for run_executor, run_config in runs:
+        run_id = start(store, run_config)
+        sweep(store, run_id, run_config, run_executor)
+        measured.append(measure(store, run_id))
+        machines += _machines(store, run_id)
+    entries = merge(measured)
     found = changes(doc["entries"], entries) if doc else []
     out.mkdir(parents=True, exist_ok=True)
-    text = (render(found, len(entries)) + f"\n## Verdicts of run {run_id}\n\n"
-            + verdict_table(store, run_id) + "\n")
+    seen = "; ".join(f"{m.get('cpu')} (numpy SIMD up to {(m.get('numpy SIMD') or '-').split()[-1]}, "
+                     f"OpenBLAS {m.get('OpenBLAS core')})" for m in (doc or {}).get("machines", []))
+    text = (render(found, len(entries)) + (f"\nBaseline measured on: {seen}.\n" if seen else "")
+            + f"\n## Verdicts of run {run_id}\n\n" + verdict_table(store, run_id) + "\n")
     (out / "gate.md").write_text(text)
     junit_xml("crosscheck.gate", junit_cases(found, entries)).write(
         out / "junit.xml", encoding="unicode", xml_declaration=True)
@@ -190,5 +240,25 @@ def run_gate(baseline_path: Path, store: Store, executor, out: Path,
         row = store.query("SELECT v.json FROM cases c JOIN versions v USING (versions_id) "
                           "WHERE c.run_id = ? LIMIT 1", run_id)
         write_baseline(baseline_path, baseline_doc(gate_config, entries,
-                                                   json.loads(row[0]["json"]) if row else {}))
+                                                   json.loads(row[0]["json"]) if row else {}, machines))
     return found, run_id, text
+
+
+def _lenient(path: Path) -> dict[str, Any]:
+    """The configuration of the baseline being rewritten (any version; none: the defaults)."""
+    try:
+        doc = json.loads(path.read_text())
+        return {"config": doc["config"] if isinstance(doc.get("config"), dict) else {}}
+    except (OSError, ValueError, AttributeError):
+        return {"config": {}}
+
+
+def _machines(store: Store, run_id: str) -> list[dict]:
+    """The machine fingerprints (`machine.fingerprint`) a run's results were computed on."""
+    from .machine import fingerprint
+
+    keys = set(fingerprint())
+    found = {dumps({k: v for k, v in json.loads(r["json"]).items() if k in keys or k.startswith(("NPY_", "OPENBLAS_"))})
+             for r in store.query("SELECT DISTINCT v.json FROM cases c JOIN versions v USING (versions_id) "
+                                  "WHERE c.run_id = ?", run_id)}
+    return [json.loads(f) for f in sorted(found)]

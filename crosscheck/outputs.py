@@ -12,8 +12,10 @@ from xml.etree import ElementTree as ET
 
 from .store import Store, StoreError
 
-VERDICTS = ("match", "lme4-noise", "optimizer-only", "objective-mismatch", "design-mismatch", "se-mismatch",
+VERDICTS = ("match", "within-noise", "optimizer-only", "objective-mismatch", "design-mismatch", "se-mismatch",
             "r-refused", "python-refused", "both-refused")
+BOTH_FIT = VERDICTS[:6]
+BEYOND_NOISE = VERDICTS[2:6]
 # quantities shown in the worst-difference table, in diagnosis order
 QUANTITIES = ("objective", "minus2loglik", "optimum_gap", "theta", "fixef", "fixef_se_units", "se",
               "ranef", "fitted")
@@ -24,7 +26,8 @@ def fmt(v: float | None) -> str:
 
 
 def verdict_table(store: Store, run_id: str) -> str:
-    """Per (nAGQ, mode): cases, % passed, count per verdict (both-refused split by agreement)."""
+    """Per (nAGQ, mode): cases, % passed, the comparisons both sides fit and the share of them that
+    differ beyond noise (or within it), count per verdict (both-refused split by agreement)."""
     rows = store.query(
         "SELECT f.nagq, f.mode, f.verdict, f.passed, count(*) AS n FROM fits f JOIN cases c "
         "USING (case_id) WHERE c.run_id = ? GROUP BY 1, 2, 3, 4 ORDER BY 1, 2", run_id)
@@ -35,11 +38,14 @@ def verdict_table(store: Store, run_id: str) -> str:
         counts[(r["nagq"], r["mode"])][label] += r["n"]
         counts[(r["nagq"], r["mode"])]["passed"] += r["n"] * r["passed"]
     labels = [*VERDICTS, "both-refused (reasons differ)"]
-    head = ["nAGQ", "mode", "cases", "% passed", *labels]
+    head = ["nAGQ", "mode", "cases", "% passed", "both fit", "% beyond noise", "% within noise", *labels]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (k, mode), c in sorted(counts.items()):
         n = sum(c[v] for v in labels)
-        lines.append(f"| {k} | {mode} | {n} | {100 * c['passed'] / n:.1f} | "
+        fit = sum(c[v] for v in BOTH_FIT)
+        share = lambda count: f"{100 * count / fit:.1f}" if fit else "-"     # noqa: E731
+        lines.append(f"| {k} | {mode} | {n} | {100 * c['passed'] / n:.1f} | {fit} | "
+                     f"{share(sum(c[v] for v in BEYOND_NOISE))} | {share(c['within-noise'])} | "
                      + " | ".join(str(c[v]) for v in labels) + " |")
     return "\n".join(lines)
 

@@ -26,8 +26,20 @@ def _tol(d: Diff) -> str:
 
 def _row(d: Diff) -> str:
     delta = "-" if d.abs is None else f"{d.abs:.2e}"
+    band = "-" if d.noise is None else f"{d.noise:.1e}"
+    units = "" if d.noise_units is None else f"{d.noise_units:.2g}"
+    state = ("ok" if d.ok else "info" if not d.gating else "noise" if d.within_noise else "FAIL")
     return (f"  {d.quantity[:34]:<34} {_num(d.python):>22} {_num(d.r):>22} {delta:>9}  "
-            f"{_tol(d):<21} {'ok' if d.ok else 'FAIL' if d.gating else 'info'}")
+            f"{_tol(d):<21} {band:>8} {units:>7}  {state}")
+
+
+def _conditioning(c: Comparison) -> str:
+    k = c.diagnosis.conditioning
+    if not k:
+        return ""
+    return ("  conditioning: cond(X) " + _g(k.get("cond_X"), 3) + ", cond(Hessian) "
+            + _g(k.get("cond_hessian"), 3) + ", PIRLS at glmer's optimum: "
+            + f"{_g(k.get('pirls_iterations'))} iteration(s), {_g(k.get('pirls_halvings'))} step-halving(s)")
 
 
 def shown_diffs(c: Comparison, verbose: bool) -> list[Diff]:
@@ -54,7 +66,8 @@ def render_text(report: CaseReport, verbose: bool = False) -> str:
              + (f", offset {case.offset}" if case.offset else ""),
              f"saturated -2logLik (from the data): {_num(report.saturated)}",
              "versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items())]
-    header = (f"  {'quantity':<34} {'python':>22} {'glmer':>22} {'|diff|':>9}  {'tolerance':<21} ok")
+    header = (f"  {'quantity':<34} {'python':>22} {'glmer':>22} {'|diff|':>9}  {'tolerance':<21} "
+              f"{'noise':>8} {'bands':>7}  ok")
     for c in report.results:
         stage = "" if c.diagnosis.stage_failed is None else f" (stage {STAGES[c.diagnosis.stage_failed]})"
         lines += ["", f"nAGQ {c.nAGQ} · {c.mode} mode · {c.verdict}{stage}"]
@@ -64,7 +77,7 @@ def render_text(report: CaseReport, verbose: bool = False) -> str:
             if r.agree is not None:
                 lines.append(f"  the reasons {'agree' if r.agree else 'differ'}")
         else:
-            lines += [header] + [_row(d) for d in shown_diffs(c, verbose)]
+            lines += [header] + [_row(d) for d in shown_diffs(c, verbose)] + [_conditioning(c)]
         if c.referee is not None:
             lines.append("  glmmTMB (referee, Laplace): " + (
                 c.referee.error or f"-2logLik {_num(c.referee.minus2loglik)}, theta "

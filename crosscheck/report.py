@@ -256,7 +256,7 @@ def run_summary(records: list[dict]) -> dict[str, Any]:
                 if lv is not None and d["tol"] != "equal":
                     dist[res["nAGQ"]][base_quantity(d["quantity"])][res["mode"]].append(lv)
                     logs.append(lv)
-            ranked = [Diff(**d) for d in res["diffs"] if isinstance(d["tol"], dict)
+            ranked = [Diff.from_json(d) for d in res["diffs"] if isinstance(d["tol"], dict)
                       and isinstance(d["abs"], (int, float)) and isinstance(d["r"], (int, float))]
             if ranked:
                 w = max(ranked, key=lambda d: d.excess)

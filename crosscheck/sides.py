@@ -7,8 +7,6 @@ through the embedded R (`crosscheck.rbridge`), and `GlmmTMBSide` glmmTMB's Lapla
 """
 from __future__ import annotations
 
-import functools
-import math
 import platform
 import traceback
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from reference_impl.design import build_design
 from reference_impl.families import make_family
 
 from .case import Case
+from .machine import fingerprint
 from .rbridge import RBridgeError, RSession, RTimeout
 from .result import FitResult
 from .scales import absolute_minus2loglik, saturated_minus2loglik
@@ -39,6 +38,8 @@ class Evaluation:
     drsum: float
     u: np.ndarray
     error: str | None = None
+    iterations: int | None = None     # PIRLS iterations and step-halvings behind it (reference only)
+    halvings: int | None = None
 
 
 @dataclass
@@ -76,19 +77,7 @@ def python_versions() -> dict[str, str]:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
-    out["numpy exp/log"] = numpy_exp_log()
-    return out
-
-
-@functools.cache
-def numpy_exp_log() -> str:
-    """Whether numpy's float64 exp and log round as glibc's (R's and lme4's) do on this machine.
-    Its AVX-512 kernels differ from glibc by 1 ulp in about a quarter of values, a rounding
-    difference lme4 mode inherits (docs/findings.md); `NPY_DISABLE_CPU_FEATURES` turns them off."""
-    x = np.linspace(-30.0, 30.0, 2001)
-    same = (np.array_equal(np.exp(x), [math.exp(v) for v in x])
-            and np.array_equal(np.log(np.abs(x) + 0.5), [math.log(abs(v) + 0.5) for v in x]))
-    return "as libm" if same else "SIMD, 1 ulp from libm"
+    return {**out, **fingerprint()}
 
 
 def _on_absolute_scale(fit: FitResult, case: Case, C: float, lme4_version: str | None) -> FitResult:
@@ -156,7 +145,9 @@ def _evaluate(f, p) -> Evaluation:
     except REFUSALS as e:
         return Evaluation(np.nan, np.nan, np.nan, np.nan, np.array([]), str(e))
     ev = f.last
-    return Evaluation(value, ev.ldL2, ev.ussq, ev.drsum, np.array(ev.u, float))
+    steps = ev.pirls.trace
+    return Evaluation(value, ev.ldL2, ev.ussq, ev.drsum, np.array(ev.u, float),
+                      iterations=len(steps), halvings=sum(h for _, h in steps))
 
 
 class RSide:

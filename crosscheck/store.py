@@ -70,7 +70,9 @@ CREATE TABLE IF NOT EXISTS diffs (
     base TEXT NOT NULL,                   -- theta, fixef, objective, …
     stage INTEGER, abs REAL, rel REAL, tol_rel REAL, tol_abs REAL,
     ok INTEGER NOT NULL, gating INTEGER NOT NULL,
-    excess REAL                           -- |Δ| / (tol_abs + tol_rel·|r|): > 1 fails
+    excess REAL,                          -- |Δ| / (tol_abs + tol_rel·|r|): > 1 fails
+    noise REAL,                           -- the noise band (crosscheck/noise.py); NULL: not measured
+    within_noise INTEGER                  -- outside tolerance, within WITHIN noise bands
 );
 CREATE INDEX IF NOT EXISTS fits_by_case ON fits(case_id);
 CREATE INDEX IF NOT EXISTS diffs_by_fit ON diffs(fit_id);
@@ -125,11 +127,19 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"results store {self.path}: {e}") from None
 
     def close(self) -> None:
         self.db.close()
+
+    def _migrate(self) -> None:
+        """Stores written before the noise band lack its columns; they are added, empty."""
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(diffs)")}
+        for column, kind in (("noise", "REAL"), ("within_noise", "INTEGER")):
+            if column not in have:
+                self.db.execute(f"ALTER TABLE diffs ADD COLUMN {column} {kind}")
 
     # -- runs ----------------------------------------------------------------------------------------
     def new_run(self, config: dict) -> str:
@@ -203,10 +213,12 @@ class Store:
                  _float(r.get("minus2loglik")), None if "converged" not in r else int(r["converged"]),
                  t.get("python_fit"), t.get("r_fit"))).lastrowid
             self.db.executemany(
-                "INSERT INTO diffs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO diffs (fit_id, quantity, base, stage, abs, rel, tol_rel, tol_abs, ok, gating, "
+                "excess, noise, within_noise) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(fit_id, d["quantity"], base_quantity(d["quantity"]), d["stage"], _float(d["abs"]),
                   _float(d["rel"]), *_tol(d["tol"]), int(d["ok"]), int(d.get("gating", True)),
-                  _excess(d)) for d in c["diffs"]])
+                  _excess(d), _float(d.get("noise")), int(d.get("within_noise", False)))
+                 for d in c["diffs"]])
 
     # -- reading ----------------------------------------------------------------------------------------
     def query(self, sql: str, *params) -> list[sqlite3.Row]:
@@ -237,4 +249,4 @@ def _excess(d: dict) -> float | None:
     delta = _float(d["abs"])
     if delta is None or not isinstance(d["tol"], dict):
         return None
-    return Diff(**{**d, "abs": delta, "r": _float(d["r"]) or 0.0}).excess
+    return Diff.from_json(d, abs=delta, r=_float(d["r"]) or 0.0).excess

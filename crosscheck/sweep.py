@@ -25,6 +25,7 @@ class SweepConfig:
     modes: tuple[str, ...] = ("lme4", "exact")
     r_timeout: float | None = 120.0                  # seconds per R call
     tol: tuple[str, ...] = ()
+    noise: str = "failing"                           # the noise band only where a comparison fails
     hypothesis: str = field(default_factory=lambda: metadata.version("hypothesis"))
 
     def to_json(self) -> dict[str, Any]:
@@ -41,7 +42,7 @@ class SweepConfig:
                 *(sources.case_file(p) for p in self.files),
                 *(sources.generated(self.seed, i, {"max_groups": self.max_groups})
                   for i in range(self.cases))]
-        return [Job(sources.key(s), s, self.nagq, self.modes, self.r_timeout, self.tol)
+        return [Job(sources.key(s), s, self.nagq, self.modes, self.r_timeout, self.tol, self.noise)
                 for s in srcs]
 
 
