@@ -59,6 +59,15 @@ def _dlogis(eta: Array) -> Array:
     return e / (1.0 + e) ** 2
 
 
+def _through_nan(f: Callable[[Array], Array]) -> Callable[[Array], Array]:
+    """`f` evaluated through NaN and ±inf outside its domain, as R and lme4's C++ do, without
+    numpy's warnings: PIRLS's NaN test decides (§3.2)."""
+    def g(x: Array) -> Array:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return f(x)
+    return g
+
+
 def _phi(eta: Array) -> Array:
     return np.exp(-0.5 * eta * eta) / np.sqrt(2.0 * np.pi)
 
@@ -95,8 +104,8 @@ LINKS: dict[str, Link] = {
     "sqrt": Link("sqrt", np.sqrt, lambda eta: eta * eta, lambda eta: 2.0 * eta,
                  lambda eta: np.full_like(eta, 2.0, dtype=float)),
     "1/mu^2": Link("1/mu^2", lambda mu: 1.0 / (mu * mu),
-                   lambda eta: 1.0 / np.sqrt(eta),
-                   lambda eta: -1.0 / (2.0 * eta ** 1.5),
+                   _through_nan(lambda eta: 1.0 / np.sqrt(eta)),
+                   _through_nan(lambda eta: -1.0 / (2.0 * eta ** 1.5)),
                    lambda eta: 0.75 / eta ** 2.5),
 }
 
@@ -325,7 +334,8 @@ class Gamma(_PositiveResponse):
         return 2.0 * mu
 
     def devresid(self, y, mu, pw):
-        return -2.0 * pw * (np.log(y / mu) - (y - mu) / mu)
+        with np.errstate(divide="ignore", invalid="ignore"):      # mu ≤ 0: NaN, inf (§3.2)
+            return -2.0 * pw * (np.log(y / mu) - (y - mu) / mu)
 
     def aic(self, y, n, mu, pw, dev):
         disp = np.float64(dev) / np.sum(pw)

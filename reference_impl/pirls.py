@@ -71,16 +71,21 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
         return offset + zb if u_only else offset + X @ beta + zb
 
     def weights(eta, mu):
-        """mu.eta, V(mu) and W^½ = mu.eta √(pw / V(mu)) at (eta, mu) (§2.3)."""
+        """mu.eta, V(mu) and W^½ = mu.eta √(pw / V(mu)) at (eta, mu) (§2.3); inf or NaN where
+        V(mu) ≤ 0 (mu outside the family's range), as in lme4: the loop refuses them (NaN)."""
         mueta, V = fam.mu_eta(eta), fam.variance(mu)
-        return mueta, V, mueta * np.sqrt(resp.pw / V)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return mueta, V, mueta * np.sqrt(resp.pw / V)
 
     def step(eta, mu):
-        """W^½ and the working residual z − (η − offset) of the next least-squares step."""
+        """W^½ and the weighted working response W^½ (z − offset) of the next least-squares step
+        (§2.3); ±inf and NaN where lme4's are (mu.eta = 0 in probit's tail), for the NaN test."""
         mueta, V, sqrtW = weights(eta, mu)
-        r = (resp.y - mu) / mueta
-        newton = newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r) if exact else None
-        return newton if newton is not None else (sqrtW, r)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = (resp.y - mu) / mueta
+            newton = newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r) if exact else None
+            sqrtW, r = newton if newton is not None else (sqrtW, r)
+            return sqrtW, sqrtW * ((eta - offset) + r)
 
     def pdev_at(mu, u):
         drsum = float(fam.devresid(resp.y, mu, resp.pw).sum())
@@ -89,7 +94,7 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
     oldpdev, trace, converged = DBL_MAX, [], False
     for it in range(EXACT_MAXIT if exact else maxit):
         olddelu, olddelb, oldeta = u, beta, eta
-        sqrtW, r = step(eta, mu)
+        sqrtW, wz = step(eta, mu)
         if not np.all(np.isfinite(sqrtW)):
             # lme4's factorizations carry NaN weights through (no pivot test fails on NaN) and
             # the NaN deviance ends the loop below; CHOLMOD and scipy refuse NaN input instead
@@ -97,7 +102,6 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
         decomp = Decomposition(pred.factor(sqrtW), X, sqrtW)
         if not exact:
             decomp.check()
-        wz = sqrtW * ((eta - offset) + r)
         if u_only:
             u = decomp.solve_u(wz)
         else:
@@ -109,7 +113,8 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
             decrement = float(np.sum((sqrtW * (eta - oldeta)) ** 2) + np.sum((u - olddelu) ** 2))
             converged = _settled(olddelu, u, olddelb, beta, oldpdev, pdev, decrement)
         else:
-            with np.errstate(divide="ignore", invalid="ignore"):     # pdev = 0: C++'s inf/NaN
+            # pdev = 0, or DBL_MAX / pdev at the first iteration: C++'s inf/NaN
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 converged = abs(np.float64(oldpdev - pdev) / pdev) < tol
         if converged:
             trace.append((pdev, 0))
