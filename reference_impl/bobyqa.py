@@ -35,7 +35,8 @@ def bobyqa(fn, x0, lower, upper, rhobeg=None, rhoend=None, maxfun=10000) -> Boby
     """Minimize `fn` over the box with minqa's defaults: npt = n+2 (3 when n = 1),
     rhobeg = min(0.95, 0.2 max|x0|), rhoend = 1e-6 rhobeg; non-finite values become DBL_MAX.
     Like minqa, `fn` is evaluated once at x0 before the Fortran run (`checkObj`) and once at
-    the result after it (`rval`), so the evaluation history is minqa's."""
+    the result after it (`rval`), so the evaluation history is minqa's. An exception from `fn`
+    ends the run and propagates, as from minqa's R callback."""
     x0 = np.array(x0, dtype=float, ndmin=1)
     if np.all(x0 == 0):
         x0[:] = 0.001                                   # optwrap's "minor kludge"
@@ -43,17 +44,27 @@ def bobyqa(fn, x0, lower, upper, rhobeg=None, rhoend=None, maxfun=10000) -> Boby
     rhobeg = float(rhobeg) if rhobeg is not None else min(0.95, 0.2 * float(np.max(np.abs(x0))))
     rhoend = float(rhoend) if rhoend is not None else 1e-6 * rhobeg
     fn(x0)
+    raised: list[Exception] = []
 
     def calfun(x):
-        f = float(fn(np.array(x, dtype=float)))
+        # an exception must not cross the Fortran frames (f2py prints "capi_return is NULL"
+        # and a failed call-back): it is kept, -DBL_MAX ends the run (ftarget), pdfo returns
+        try:
+            f = float(fn(np.array(x, dtype=float)))
+        except Exception as e:                          # noqa: BLE001 — re-raised below
+            raised.append(e)
+            return -DBL_MAX
         return f if np.isfinite(f) else DBL_MAX
 
     bounds = np.column_stack([np.asarray(lower, float), np.asarray(upper, float)])
     options = {"rhobeg": rhobeg, "rhoend": rhoend, "npt": max(n + 2, 3), "maxfev": int(maxfun),
-               "classical": True, "scale": False, "honour_x0": False, "quiet": True}
+               "ftarget": -DBL_MAX, "classical": True, "scale": False, "honour_x0": False,
+               "quiet": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = pdfo(calfun, x0, method="bobyqa", bounds=bounds, options=options)
+    if raised:
+        raise raised[0]
     fn(np.asarray(res.x, float))
     code, message = _IERR.get(res.status, (0, "Normal exit from bobyqa"))
     return BobyqaResult(np.asarray(res.x, float), float(res.fun), int(res.nfev), code, message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reference_impl import OptimizerError
+from reference_impl import OptimizerError, PirlsError
 from reference_impl.bobyqa import bobyqa
 from reference_impl.deriv import deriv12
 from reference_impl.nelder_mead import nelder_mead
@@ -90,6 +90,24 @@ def test_bobyqa_maxfun_code_and_message(R):
     out = R.eval(f"suppressWarnings(minqa::bobyqa(c(-1.2, 1), {rfn}, control = list(maxfun = 10))[c('ierr', 'msg')])")
     res = bobyqa(pyfn, x0, [-np.inf] * 2, [np.inf] * 2, maxfun=10)
     assert (res.code, res.message) == (out["ierr"], out["msg"])
+
+
+def test_bobyqa_passes_an_error_of_the_objective_on_at_once_and_silently(capfd):
+    """An error inside the Fortran run ends it at that evaluation, as an R error ends minqa's, and
+    propagates unchanged, with nothing printed (f2py's "capi_return is NULL" / failed call-back)."""
+    _, pyfn, x0 = FUNCTIONS["rosenbrock2"]
+    calls = []
+
+    def fn(x):
+        calls.append(x)
+        if len(calls) == 6:
+            raise PirlsError("PIRLS loop resulted in NaN value")
+        return pyfn(x)
+
+    with pytest.raises(PirlsError, match="PIRLS loop resulted in NaN value"):
+        bobyqa(fn, x0, [-np.inf] * 2, [np.inf] * 2)
+    assert len(calls) == 6
+    assert capfd.readouterr().err == ""
 
 
 def test_deriv12_equals_lme4(R):
