@@ -17,11 +17,12 @@ ends the shrink with the smallest failing case found so far.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Callable
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis import strategies as st
-from hypothesis.errors import HypothesisException
+from hypothesis.errors import HypothesisDeprecationWarning, HypothesisException
 
 from .store import case_digest
 from .strategies import GeneratedCase, cases
@@ -44,7 +45,13 @@ def _search(run_seed: str, index: int, strategy: dict, phases, body) -> None:
     def search(_, case):
         body(case)
 
-    search()
+    # hypothesis blames a strategy for any change of the global `random` during a draw; in a Dask
+    # worker the event-loop thread draws from it meanwhile (dask's `sizeof` samples). `cases()`
+    # does not use it: its values come from hypothesis's draws alone.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Do not use the `random` module inside strategies",
+                                HypothesisDeprecationWarning)
+        search()
 
 
 def draw_case(run_seed: str, index: int, **strategy) -> GeneratedCase:

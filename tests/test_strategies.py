@@ -3,9 +3,14 @@ reference builds them or refuses them with a ModelError naming the problem, and 
 same case, fits it on the same design (stage 0) or refuses it with a reason."""
 from __future__ import annotations
 
+import random
+import threading
+import warnings
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import HypothesisDeprecationWarning
 
 import reference_impl as ri
 from crosscheck.diagnose import VERDICT_OF_STAGE
@@ -67,6 +72,27 @@ def check(family, link, structure, compare_case, data):
     assert c.diagnosis.stage_failed != 0, [d for d in c.diffs if not d.ok]
     for side in (c.python, c.r):
         assert side.ok or side.error
+
+
+def test_draws_do_not_warn_when_another_thread_uses_random():
+    """A Dask worker's event loop draws from the global `random` while a task draws a case; that is
+    not the strategy's use of `random` and must not bring hypothesis's deprecation warning."""
+    stop = threading.Event()
+
+    def use_random():
+        while not stop.is_set():
+            random.random()
+
+    thread = threading.Thread(target=use_random, daemon=True)
+    thread.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", HypothesisDeprecationWarning)
+            for index in range(3):
+                draw_case("s", index, max_groups=6)
+    finally:
+        stop.set()
+        thread.join()
 
 
 def test_seeded_draws_are_reproducible_and_vary_with_the_index():
