@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from hypothesis.errors import HypothesisDeprecationWarning
 
 import reference_impl as ri
-from crosscheck.diagnose import VERDICT_OF_STAGE
+from crosscheck.diagnose import PASSING, VERDICT_OF_STAGE
 from crosscheck.generate import draw_case
 from crosscheck.strategies import EDGES, FAMILY_LINKS, STRUCTURES, cases
 from reference_impl.model import make_model
 
-VERDICTS = {"match", *VERDICT_OF_STAGE.values(), "r-refused", "python-refused", "both-refused"}
+VERDICTS = {*PASSING, *VERDICT_OF_STAGE.values(), "r-refused", "python-refused", "both-refused"}
 
 
 @given(case=cases(max_groups=30))
