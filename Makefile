@@ -14,10 +14,13 @@ export OPENBLAS_NUM_THREADS ?= 1
 run: setup
 	$(VENV)/bin/crosscheck run
 
-# pytest's exit 5 (no tests collected) fails like any non-zero exit; then the numerical CI gate
+# pytest's exit 5 (no tests collected) fails like any non-zero exit; then the numerical CI gate,
+# on this machine and again on a simulated other one (workers with numpy's AVX-512 kernels off, a
+# no-op on a CPU without them; OPENBLAS_CORETYPE is never set: some machines set it themselves)
 test: setup
 	$(PY) -m pytest
 	$(VENV)/bin/crosscheck gate --baseline tests/corpus/baseline.json
+	$(VENV)/bin/crosscheck gate --baseline tests/corpus/baseline.json --simulate-cpu --out .crosscheck/gate-simulated-cpu
 
 bench: setup
 	$(PY) benchmarks/run.py

@@ -340,8 +340,10 @@ def report(run_id, store_path, jsonl, out):
               default=".crosscheck/results.sqlite", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=".crosscheck/gate", show_default=True,
               help="where gate.md and junit.xml go")
+@click.option("--simulate-cpu", is_flag=True,
+              help="run the cases in workers with numpy's AVX-512 kernels off (another CPU path)")
 @fails_cleanly
-def gate(baseline, update_baseline, workers, case_timeout, store_path, out):
+def gate(baseline, update_baseline, workers, case_timeout, store_path, out, simulate_cpu):
     """CI gate: re-run the pinned corpus and compare with the baseline. Exit 1 when a passing
     comparison fails or a difference grows past the policy's factor (crosscheck/gate.py).
     --update-baseline measures every comparison's noise band, here and on a simulated other CPU."""
@@ -352,8 +354,9 @@ def gate(baseline, update_baseline, workers, case_timeout, store_path, out):
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    executor = SubprocessPool(workers, case_timeout, out / "workers.log") if workers else serial
     simulated = SubprocessPool(workers, case_timeout, out / "workers.log", env=SIMULATED_CPU)
+    executor = (simulated if simulate_cpu else SubprocessPool(workers, case_timeout, out / "workers.log")
+                if workers else serial)
     found, run_id, text = run_gate(Path(baseline), Store(store_path), executor, out, update_baseline,
                                    simulated)
     click.echo(text)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from . import cpu_path
 from . import diffs as D
 from .case import Case
 from .diffs import Diff
@@ -104,8 +105,10 @@ class Diagnoser:
         self._evaluations: dict = {}                  # (nAGQ, mode) → stage 1's points and values
         self._r_refits: dict[int, list[FitResult]] = {}
         self._orders = row_orders(case) if noise != "none" else []
+        self._cpu_path = cpu_path.CpuPath()
 
     def close(self) -> None:
+        self._cpu_path.close()
         for devfun in self._devfuns.values():
             self.r_side.drop(devfun)
         self._devfuns.clear()
@@ -144,10 +147,18 @@ class Diagnoser:
     # -- the noise band -----------------------------------------------------------------------------
     def band(self, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol) -> NoiseBand:
         """Both sides on each row order: refitted (stages 2–3) and their deviance functions
-        evaluated at stage 1's points; each compared with the same side on the original rows."""
+        evaluated at stage 1's points; each compared with the same side on the original rows.
+        With `noise="all"`, where this CPU has AVX-512 kernels, the reference again with them off."""
         t0 = time.perf_counter()
         band = NoiseBand(orders=len(self._orders))
         points, at_r, at_py = self._evaluations.get((nAGQ, mode), (None, None, None))
+        if self.noise == "all" and cpu_path.available():
+            lp0 = np.asarray(self._devfuns[nAGQ, None]["lp0"], float) if points is not None else None
+            fit_c, at_c = self._cpu_path.refit(self.case, nAGQ, mode, py.saturated, points, lp0)
+            if fit_c.ok:
+                band.add("python", [*optimum(mode, fit_c, py, tol, None), *derived(mode, fit_c, py, tol)])
+                band.add("python", _evaluation_diffs(at_c, at_py, tol) if points is not None else [])
+            band.cpu_paths.append("numpy AVX-512 off")
         refits = self._r_refits.setdefault(nAGQ, [])
         for j, order in enumerate(self._orders):
             case_j = self.case.with_rows(order)

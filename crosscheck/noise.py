@@ -3,12 +3,14 @@ unchanged, so that every difference can be read against rounding.
 
 Both sides are refitted on `ROW_ORDERS` reorderings of the same rows (`row_orders`: within
 groups, across groups, reversed), and both deviance functions are rebuilt on them and evaluated at
-the same parameter vectors as in stage 1 (each order's own lp0 from R, on both sides, §3.3). A
-quantity's *spread* on one side is its largest |perturbed − original| over the orders; its *band*
-is the larger of the two sides' spreads (and, for a baseline, of the spread between CPU paths:
-`gate.py`). A difference outside its tolerance is *within noise* when |Δ| ≤ WITHIN · band: the two
-implementations differ no more than either differs from itself. WITHIN = 2 because the band is the
-maximum of a few draws, and the two sides' rounding errors can lie on either side of the exact value.
+the same parameter vectors as in stage 1 (each order's own lp0 from R, on both sides, §3.3); where
+numpy has AVX-512 kernels, `compare` and `investigate` also run the reference once more with them
+off (`cpu_path.py`). A quantity's *spread* on one side is its largest |perturbed − original|; its
+*band* is the larger of the two sides' spreads (for a gate baseline, also of the difference's own
+spread between CPU paths: `gate.py`). A difference outside its tolerance is *within noise* when
+|Δ| ≤ WITHIN · band: the two implementations differ no more than either differs from itself.
+WITHIN = 2 because the band is the maximum of a few draws, and the two sides' rounding errors can
+lie on either side of the exact value.
 
 Of the design (stage 0), only the saturated constant is a sum that row order can round differently;
 X, Zt and θ's bounds are exact, with band 0.
@@ -81,6 +83,7 @@ class NoiseBand:
     spread: dict[str, dict[str, float]] = field(default_factory=lambda: {"python": {}, "r": {}})
     orders: int = 0
     refused: dict[str, int] = field(default_factory=lambda: {"python": 0, "r": 0})
+    cpu_paths: list[str] = field(default_factory=list)      # other CPU paths the reference ran on
     seconds: float = 0.0
 
     def add(self, side: str, diffs: Iterable[Diff]) -> None:
@@ -115,5 +118,5 @@ class NoiseBand:
 
     def to_json(self) -> dict:
         return {"orders": self.orders, "within": WITHIN, "refused": dict(self.refused),
-                "seconds": self.seconds,
+                "cpu_paths": list(self.cpu_paths), "seconds": self.seconds,
                 "spread": {side: dict(sorted(s.items())) for side, s in self.spread.items()}}
