@@ -101,9 +101,11 @@ def main():
 @click.option("--timeout", type=float, default=None, help="seconds per R call")
 @click.option("--verbose", is_flag=True, help="text: show every compared quantity")
 @click.option("--save-case", type=click.Path(dir_okay=False), help="write the case file")
+@click.option("--noise", type=click.Choice(["all", "failing", "none"]), default="all", show_default=True,
+              help="measure the noise band for every comparison, only where one would otherwise fail, or never")
 @fails_cleanly
 def compare(case_file, data, formula, family, link, weights, offset, nagq, name, mode, fmt, tol,
-            referee, timeout, verbose, save_case):
+            referee, timeout, verbose, save_case, noise):
     """Fit a case with glmer and the reference; diagnose each nAGQ in stages; give verdicts."""
     from .compare import compare_case
     from .render import render_text
@@ -114,7 +116,7 @@ def compare(case_file, data, formula, family, link, weights, offset, nagq, name,
     policy = Policy.load("pyproject.toml", list(tol))
     if save_case:
         case.save(save_case)
-    report = compare_case(case, MODES[mode], policy, RSide(timeout=timeout), referee=referee)
+    report = compare_case(case, MODES[mode], policy, RSide(timeout=timeout), referee=referee, noise=noise)
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=1, allow_nan=False))
     else:

@@ -48,6 +48,7 @@ class CpuPath:
         if self._child is not None:
             self._child.stdin.close()
             self._child.wait(10)
+            self._child.stdout.close()
             self._child = None
 
 

@@ -74,12 +74,18 @@ class Diagnosis:
 # Refusals the reference words differently from lme4 (its messages name the column, row, value):
 # (lme4's text, the reference's), as regular expressions; each pair is exercised against real R
 # in tests/test_bad_input.py.
+PIRLS_BREAKDOWN = (r"^(PIRLS loop resulted in NaN value|Downdated VtV is not positive definite|"
+                   r"pwrssUpdate did not converge in \(maxit\) iterations|\(maxstephalfit\) PIRLS step-halvings)")
 SAME_REFUSAL = [
     (r"^NA/NaN/Inf in ", r"has a missing or infinite value at row|is NaN or infinite at row"),
     (r"^all\(weights >= 0\) is not TRUE$", r"^negative weights not allowed"),
     (r"^y values must be 0 <= y <= 1$", r"^binomial response must be in \[0, 1\]"),
     (r"^response must be numeric( or factor)?$", r"^response '.+' holds text|^a factor response "),
     (r"^Invalid grouping factor specification", r"^the data frame has no rows$"),
+    # PIRLS breaking down (§3.2): which of its checks trips first — NaN weights, a factor that
+    # rounding made indefinite, no convergence, halvings that fail — is decided by last bits
+    # (gen:gate:5 gives either on one machine, depending on numpy's SIMD kernels)
+    (PIRLS_BREAKDOWN, PIRLS_BREAKDOWN),
 ]
 
 

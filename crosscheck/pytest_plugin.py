@@ -71,12 +71,15 @@ def r_session():
 
 @pytest.fixture(scope="session")
 def compare_case(r_session):
-    """`compare_case(case, modes=("lme4",), policy=None, timeout=120, referee=False)`."""
+    """`compare_case(case, modes=("lme4",), policy=None, timeout=120, referee=False,
+    noise="failing")`: as a regression test, the noise band is measured where a comparison would
+    otherwise fail (as in sweeps; `noise="all"` measures it for every comparison, as `compare`)."""
     from .compare import compare_case as compare
     from .sides import RSide
 
-    def run(case: Case, modes=("lme4",), policy=None, timeout: float | None = 120, referee=False):
-        return compare(case, modes, policy, RSide(r_session, timeout), referee)
+    def run(case: Case, modes=("lme4",), policy=None, timeout: float | None = 120, referee=False,
+            noise: str = "failing"):
+        return compare(case, modes, policy, RSide(r_session, timeout), referee, noise)
 
     return run
 

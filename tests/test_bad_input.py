@@ -181,7 +181,7 @@ def test_bad_data_through_the_api(bad, reliability, tmp_path):
         fit_reference(case, max(case.nagq))
     assert bad.reference in str(refused.value)
     reliability.add("bad input", bad.kind, "reference_impl.glmer", "ModelError", str(refused.value))
-    (c,) = compare_case(case).results
+    (c,) = compare_case(case, noise="failing").results
     assert verdict_of(c) == bad.verdict, (c.python.error, c.r.error)
     assert c.passed == (bad.verdict == "both-refused, reasons agree")
     lme4 = c.r.error or (f"fits {len(c.r.fitted)} of {len(case.data)} rows, -2 log L = "
@@ -450,7 +450,7 @@ def test_accepted_like_lme4(kind, arguments, message, note, reliability):
     """Inputs lme4 accepts (some with a message): the up-front checks let them through, both
     sides fit them alike, and the report carries the message or a note."""
     case = check_case(Case.make(**arguments))
-    report = compare_case(case)
+    report = compare_case(case, noise="failing")
     (c,) = report.results
     assert c.verdict == "match", c.diffs
     result = report.to_json()["results"][0]
@@ -466,7 +466,7 @@ def test_accepted_like_lme4(kind, arguments, message, note, reliability):
 def test_accepted_input_shows_lme4s_message_on_the_command_line(tmp_path, reliability):
     kind, arguments, message, _ = ACCEPTED[0]
     path = Case.make(**arguments).save(tmp_path / "case.json")
-    p = run_cli("compare", "--case", str(path), "--format", "json")
+    p = run_cli("compare", "--case", str(path), "--format", "json", "--noise", "failing")
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
     (result,) = json.loads(p.stdout)["results"]
     assert message in result["r_warnings"] and message in result["python"]["messages"]

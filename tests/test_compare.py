@@ -19,8 +19,9 @@ import reference_impl.fit
 import reference_impl.objective
 from crosscheck.case import Case, CaseError
 from crosscheck.compare import compare_case
-from crosscheck.noise import WITHIN
 from crosscheck.datasets import readme_example, simulated
+from crosscheck.diagnose import reasons_agree
+from crosscheck.noise import WITHIN
 from crosscheck.sides import RSide
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
@@ -61,6 +62,7 @@ def test_cli_cbpp_both_modes(tmp_path):
         assert r["verdict"] == "match" and r["stage_failed"] is None, (k, mode)
         assert {"fixef", "theta", "minus2loglik", "deviance", "se", "messages"} <= set(r["python"])
         assert all(set(d) >= {"quantity", "python", "r", "abs", "rel", "tol", "ok"} for d in r["diffs"])
+        assert all(isinstance(d["noise"], float) for d in r["diffs"]), (k, mode)   # the default: --noise all
     laplace = results[(1, "exact")]
     bias = laplace["python"]["minus2loglik"] - laplace["r"]["minus2loglik"]
     assert -1e-3 < bias < -5e-4                       # measured: −5.69e-4 (README)
@@ -75,7 +77,7 @@ def test_cli_readme_example_from_csv_text_output(tmp_path):
     path = tmp_path / "readme.csv"
     readme_example().to_csv(path, index=False)
     p = run_cli("compare", "--data", str(path), "--formula", "y ~ x1 + (1 | subject)",
-                "--family", "binomial", "--nagq", "0,1,5", "--mode", "both")
+                "--family", "binomial", "--nagq", "0,1,5", "--mode", "both", "--noise", "failing")
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.count("lme4 mode · match") == 3 and p.stdout.count("exact mode · match") == 3
     assert "6 of 6 comparisons passed" in p.stdout
@@ -85,7 +87,7 @@ def test_cli_tolerance_overrides_change_the_verdict(tmp_path):
     """pyproject [tool.crosscheck.tolerances] and --tol reach the policy (the latter last). Exact
     mode's objective is 3e-6 relative from glmer's (lme4's unconverged PIRLS), far beyond noise."""
     args = ["compare", "--data", "R:lme4::cbpp", "--formula", CBPP, "--family", "binomial",
-            "--nagq", "1", "--mode", "exact", "--format", "json"]
+            "--nagq", "1", "--mode", "exact", "--format", "json", "--noise", "failing"]
     (tmp_path / "pyproject.toml").write_text(
         '[tool.crosscheck.tolerances]\n"exact.objective" = {rel = 1e-7, abs = 0}\n')
     strict = run_cli(*args, cwd=tmp_path)
@@ -147,7 +149,7 @@ def test_perturbed_objective_is_an_objective_mismatch(monkeypatch, cbpp):
     call = reference_impl.objective.DevianceFunction.__call__
     monkeypatch.setattr(reference_impl.objective.DevianceFunction, "__call__",
                         lambda self, pars: call(self, pars) + 1e-7)
-    report = compare_case(Case.make(cbpp, CBPP, "binomial", nagq=(1,)))
+    report = compare_case(Case.make(cbpp, CBPP, "binomial", nagq=(1,)), noise="failing")
     (c,) = report.results
     assert c.verdict == "objective-mismatch" and c.diagnosis.stage_failed == 1
     assert all(d.ok for d in c.diffs if d.stage == 0)
@@ -159,11 +161,11 @@ def test_perturbed_objective_is_an_objective_mismatch(monkeypatch, cbpp):
 def test_loose_optimizer_is_optimizer_only_beyond_glmers_own_spread(monkeypatch, cbpp):
     """Nelder–Mead stopped 1000x earlier: stage 1 still agrees, stage 2 fails, and glmer refitted
     on cbpp's rows in other orders stays put (cbpp is well conditioned), so the difference is
-    the reference's — not `lme4-noise`."""
+    the reference's — beyond noise."""
     nelder_mead = reference_impl.fit.nelder_mead
     monkeypatch.setattr(reference_impl.fit, "nelder_mead",
                         lambda fn, x0, lower, upper, xst, xt, **kw: nelder_mead(fn, x0, lower, upper, xst, xt * 1e3, **kw))
-    (c,) = compare_case(Case.make(cbpp, CBPP, "binomial", nagq=(1,))).results
+    (c,) = compare_case(Case.make(cbpp, CBPP, "binomial", nagq=(1,)), noise="failing").results
     assert c.verdict == "optimizer-only" and c.diagnosis.stage_failed == 2 and not c.passed
     assert all(d.ok for d in c.diffs if d.stage == 1)
 
@@ -174,7 +176,7 @@ def test_difference_within_the_sides_own_spread_is_within_noise(R):
     lands within that spread, so the verdict is `within-noise` (passing), each difference outside
     its tolerance within WITHIN noise bands, with a note, and the conditioning shown."""
     case = Case.load(Path(__file__).parent / "corpus" / "cases" / "lme4-noise-rough-laplace.json")
-    (c,) = compare_case(case.with_nagq((1,))).results
+    (c,) = compare_case(case.with_nagq((1,)), noise="failing").results
     assert c.passed and c.verdict in ("match", "within-noise") and c.diagnosis.stage_failed is None
     outside = [d for d in c.diffs if d.gating and not d.ok]
     assert all(d.within_noise and d.noise_units <= WITHIN for d in outside)
@@ -207,7 +209,7 @@ def test_perturbed_design_is_a_design_mismatch(monkeypatch, cbpp):
         return X[:, ::-1], names[::-1]
 
     monkeypatch.setattr(reference_impl.design, "_model_matrix", reversed_columns)
-    (c,) = compare_case(Case.make(cbpp, CBPP, "binomial", nagq=(0,))).results
+    (c,) = compare_case(Case.make(cbpp, CBPP, "binomial", nagq=(0,)), noise="failing").results
     assert c.verdict == "design-mismatch" and c.diagnosis.stage_failed == 0
     (names,) = [d for d in c.diffs if d.quantity == "X_names"]
     assert not names.ok and names.python == names.r[::-1]
@@ -217,7 +219,7 @@ def test_perturbed_design_is_a_design_mismatch(monkeypatch, cbpp):
 def test_agq_scale_reconciled_on_cbpp(cbpp):
     """lme4 1.1-31 reports nAGQ > 1 relative to the saturated model (spec §4.3): both sides are put
     on the absolute scale with the constant computed from the data (cbpp: 83.9567)."""
-    report = compare_case(Case.make(cbpp, CBPP, "binomial", nagq=(1, 9)))
+    report = compare_case(Case.make(cbpp, CBPP, "binomial", nagq=(1, 9)), noise="failing")
     assert report.saturated == pytest.approx(83.9567075378712, rel=1e-12)
     laplace, agq = report.results
     assert agq.r.minus2loglik_raw == pytest.approx(100.010036066812, rel=1e-12)
@@ -232,7 +234,7 @@ def test_agq_scale_reconciled_on_cbpp(cbpp):
 def test_agq_scale_reconciled_on_a_poisson_case():
     data = simulated()
     report = compare_case(Case.make(data, "count ~ x + offset(log(expo)) + (1 | g)", "poisson",
-                                    nagq=(1, 9)))
+                                    nagq=(1, 9)), noise="failing")
     y = data["count"].to_numpy()
     from scipy.stats import poisson
     assert report.saturated == pytest.approx(-2 * poisson.logpmf(y, y).sum(), rel=1e-12)
@@ -246,7 +248,7 @@ def test_agq_scale_reconciled_on_a_poisson_case():
 # -- refusals, warnings, timeouts ---------------------------------------------------------------
 def test_constant_response_is_refused_by_both_with_the_same_reason():
     data = readme_example().assign(y=1)
-    (c,) = compare_case(Case.make(data, "y ~ x1 + (1 | subject)", "binomial", nagq=(1,))).results
+    (c,) = compare_case(Case.make(data, "y ~ x1 + (1 | subject)", "binomial", nagq=(1,)), noise="failing").results
     assert c.verdict == "both-refused" and c.diagnosis.refusal.agree and c.passed
     assert "Response is constant" in c.r.error and "Response is constant" in c.python.error
 
@@ -255,7 +257,7 @@ def test_factor_with_one_level_in_the_data_is_refused_by_both():
     """A categorical covariate whose data hold one of its categories (gen:thorough:1930): R drops
     the unused levels and refuses the contrasts; the reference fitted an intercept-only model."""
     data = readme_example().assign(f=pd.Categorical(["b"] * 15, categories=["a", "b", "c"]))
-    (c,) = compare_case(Case.make(data, "y ~ x1 + f + (1 | subject)", "binomial", nagq=(0,))).results
+    (c,) = compare_case(Case.make(data, "y ~ x1 + f + (1 | subject)", "binomial", nagq=(0,)), noise="failing").results
     assert c.verdict == "both-refused" and c.diagnosis.refusal.agree and c.passed
     assert "column 'f' has 1 level(s)" in c.python.error
 
@@ -265,14 +267,14 @@ def test_refusal_of_one_side_only(monkeypatch, cbpp):
         raise reference_impl.ModelError("refused on purpose")
 
     monkeypatch.setattr("reference_impl.glmer", refuse)
-    (c,) = compare_case(Case.make(cbpp, CBPP, "binomial", nagq=(0,))).results
+    (c,) = compare_case(Case.make(cbpp, CBPP, "binomial", nagq=(0,)), noise="failing").results
     assert c.verdict == "python-refused" and not c.passed
     assert c.diagnosis.refusal.python == "refused on purpose" and c.diagnosis.refusal.r is None
 
 
 def test_maxfun_too_small_warnings_come_back_as_data(cbpp):
     case = Case.make(cbpp, CBPP, "binomial", nagq=(1,), control={"optCtrl": {"maxfun": 30}})
-    (c,) = compare_case(case).results
+    (c,) = compare_case(case, noise="failing").results
     doc = c.to_json()
     assert "failure to converge in 30 evaluations" in doc["r_warnings"]
     assert c.verdict == "match"                 # both stop at the same 30th evaluation
@@ -283,18 +285,18 @@ def test_maxfun_too_small_warnings_come_back_as_data(cbpp):
 
 def test_timeout_interrupts_r_and_the_next_comparison_works(cbpp):
     case = Case.make(cbpp, CBPP, "binomial", nagq=(1,))
-    (c,) = compare_case(case, r_side=RSide(timeout=0.01)).results
+    (c,) = compare_case(case, r_side=RSide(timeout=0.01), noise="failing").results
     assert c.verdict == "r-refused" and c.r.error.startswith("timeout")
-    (c,) = compare_case(case, r_side=RSide(timeout=60)).results
+    (c,) = compare_case(case, r_side=RSide(timeout=60), noise="failing").results
     assert c.verdict == "match"
 
 
 def test_glmmtmb_referee_and_its_note_for_non_canonical_links(cbpp):
-    (logit,) = compare_case(Case.make(cbpp, CBPP, "binomial", nagq=(1,)), referee=True).results
+    (logit,) = compare_case(Case.make(cbpp, CBPP, "binomial", nagq=(1,)), referee=True, noise="failing").results
     assert logit.referee.ok and all(d.ok for d in logit.referee_diffs)
     assert not any("glmmTMB" in n for n in logit.diagnosis.notes)
     (probit,) = compare_case(Case.make(cbpp, CBPP, "binomial", "probit", nagq=(1,)),
-                             referee=True).results
+                             referee=True, noise="failing").results
     assert any("observed Hessian" in n and "probit" in n for n in probit.diagnosis.notes)
 
 
@@ -329,3 +331,14 @@ def test_bad_case_files_name_the_problem(tmp_path, mutate, message):
 def re_escape(text: str) -> str:
     import re
     return re.escape(text)
+
+
+def test_pirls_breakdowns_are_one_reason():
+    """Which of PIRLS's checks trips first on a model it cannot fit is decided by last bits
+    (gen:gate:5: NaN weights or an indefinite factor, by numpy's SIMD kernels): the same reason.
+    A crash of the reference is never lme4's reason."""
+    lme4 = "Downdated VtV is not positive definite"
+    assert reasons_agree("PIRLS loop resulted in NaN value", lme4)
+    assert reasons_agree("pwrssUpdate did not converge in (maxit) iterations", lme4)
+    assert not reasons_agree("internal error: ValueError: illegal value in 7th argument", lme4)
+    assert not reasons_agree("PIRLS loop resulted in NaN value", "Response is constant")

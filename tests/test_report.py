@@ -111,7 +111,7 @@ def test_run_report(R, chromium, tmp_path):
     side = RSide(R)
     cases = [Case.make(readme_example(), "y ~ x1 + (1 | subject)", "binomial", nagq=[0, 1], name="readme"),
              Case.make(R.dataset("lme4", "cbpp"), CBPP, "binomial", nagq=[0, 1], name="cbpp")]
-    reports = [compare_case(c, ("lme4", "exact"), r_side=side).to_json() for c in cases]
+    reports = [compare_case(c, ("lme4", "exact"), r_side=side, noise="failing").to_json() for c in cases]
     jsonl = tmp_path / "results.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in reports))
     out = tmp_path / "run.html"
