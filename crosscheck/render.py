@@ -33,8 +33,8 @@ def _row(d: Diff) -> str:
             f"{_tol(d):<21} {band:>8} {units:>7}  {state}")
 
 
-def _conditioning(c: Comparison) -> str:
-    k = c.diagnosis.conditioning
+def _conditioning(k: dict) -> str:
+    """Why a comparison is noisy (`Diagnoser.conditioning`), one line."""
     if not k:
         return ""
     return ("  conditioning: cond(X) " + _g(k.get("cond_X"), 3) + ", cond(Hessian) "
@@ -77,7 +77,7 @@ def render_text(report: CaseReport, verbose: bool = False) -> str:
             if r.agree is not None:
                 lines.append(f"  the reasons {'agree' if r.agree else 'differ'}")
         else:
-            lines += [header] + [_row(d) for d in shown_diffs(c, verbose)] + [_conditioning(c)]
+            lines += [header] + [_row(d) for d in shown_diffs(c, verbose)] + [_conditioning(c.diagnosis.conditioning)]
         if c.referee is not None:
             lines.append("  glmmTMB (referee, Laplace): " + (
                 c.referee.error or f"-2logLik {_num(c.referee.minus2loglik)}, theta "
@@ -101,6 +101,8 @@ def render_investigation(inv) -> str:
              + (f" (the fits part at stage {inv.stage_failed})" if inv.stage_failed else
                 " (no stage parts the fits)")]
     lines += [f"  note: {n}" for n in inv.notes]
+    if inv.comparison.get("conditioning"):
+        lines.append(_conditioning(inv.comparison["conditioning"]))
     if not inv.optima:
         return "\n".join(lines)
     lines.append(f"  {'parameter':<28} {'glmer optimum':>22} {'python optimum':>22} {'|diff|':>9}")

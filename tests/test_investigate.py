@@ -99,6 +99,8 @@ def test_step_halving_trace_through_cli(tmp_path):
     p = subprocess.run([*args, f"--at={HALVING_AT}"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
+    comparison = doc["investigations"][0]["comparison"]
+    assert comparison["noise"]["orders"] == 3 and all(isinstance(d["noise"], float) for d in comparison["diffs"])
     assert doc["attribution"] is None and "not asked" in doc["attribution_skipped"]
     t = doc["investigations"][0]["traces"]
     assert t["r"]["halvings"] == t["python"]["halvings"] == [0, 0, 0, 1, 0, 0, 0]
@@ -114,6 +116,7 @@ def test_cbpp_text(R):
     assert p.returncode == 0, p.stderr
     out = p.stdout
     assert "nAGQ 1 · lme4 mode · match" in out and "PIRLS at (" in out
+    assert "conditioning: cond(X) 4.65" in out and "2 iteration(s), 0 step-halving(s)" in out
     for text in ("segment glmer → python", "axis herd.(Intercept)", "fixed-modes Gauss–Newton",
                  "approximation", "lme4 numerical", "implementation", "referee", "truth cost"):
         assert text in out, text
