@@ -110,7 +110,7 @@ def merge(measured: list[dict[str, dict]]) -> dict[str, dict]:
             values = [_num(e["diffs"][q]) for e in seen if q in e["diffs"]]
             diffs[q] = max(values)
             bands = [e["noise"][q] for e in seen if q in e.get("noise", {})]
-            noise[q] = max([*bands, max(values) - min(values)])
+            noise[q] = max([*bands, max(values) - min(values) if max(values) != min(values) else 0.0])
         out[key] = {"verdicts": sorted({v for e in seen for v in e["verdicts"]}),
                     "passed": all(e["passed"] for e in seen) and len(seen) == len(measured),
                     "diffs": diffs, "noise": noise}
@@ -130,7 +130,7 @@ def changes(before: dict[str, dict], after: dict[str, dict]) -> list[Change]:
             continue
         (verdict,) = a["verdicts"]
         if verdict not in b["verdicts"]:
-            why, failing = (("still passes (both verdicts within noise)", False) if a["passed"] and b["passed"]
+            why, failing = (("still passes", False) if a["passed"] and b["passed"]
                             else ("now passes", False) if a["passed"]
                             else ("stopped passing", True) if b["passed"]
                             else ("a failing comparison changed its verdict", True))

@@ -17,7 +17,7 @@ import reference_impl.objective
 from crosscheck.case import Case
 from crosscheck.datasets import readme_example
 from crosscheck.executors import SubprocessPool, serial
-from crosscheck.gate import FORMAT, Change, changes, run_gate
+from crosscheck.gate import FORMAT, Change, changes, merge, run_gate
 from crosscheck.machine import SIMULATED_CPU
 from crosscheck.store import Store
 from reference_impl.factor import Decomposition
@@ -147,7 +147,17 @@ def test_policy_on_verdicts():
     after = {"a": entry(["within-noise"], True, {}), "b": entry(["optimizer-only"], False, {}),
              "c": entry(["r-refused"], False, {}), "e": entry(["match"], True, {})}
     got = {(c.comparison, c.failing, c.why) for c in changes(before, after)}
-    assert got == {("a", False, "still passes (both verdicts within noise)"),
+    assert got == {("a", False, "still passes"),
                    ("b", True, "a failing comparison changed its verdict"),
                    ("d", True, "pinned comparison did not run"), ("e", False, "new comparison")}
     assert not any(isinstance(c, Change) and c.before == c.after for c in changes(before, after))
+
+
+def test_merge_of_two_cpu_paths_covers_the_difference_between_them():
+    here = {"k": entry(["match"], True, {"theta": 1e-10, "se": "Inf"}, {"theta": 1e-11}), "r": entry(["r-refused"], False, {})}
+    there = {"k": entry(["within-noise"], True, {"theta": 4e-10, "se": "Inf"}, {"theta": 2e-11})}
+    merged = merge([here, there])
+    assert merged["k"]["verdicts"] == ["match", "within-noise"] and merged["k"]["passed"]
+    assert merged["k"]["diffs"]["theta"] == 4e-10 and merged["k"]["noise"]["theta"] == pytest.approx(3e-10)
+    assert merged["k"]["noise"]["se"] == 0.0
+    assert merged["r"]["verdicts"] == ["r-refused"] and not merged["r"]["passed"]
