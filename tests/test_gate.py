@@ -154,7 +154,8 @@ def test_policy_on_verdicts():
 
 
 def test_merge_of_two_cpu_paths_covers_the_difference_between_them():
-    here = {"k": entry(["match"], True, {"theta": 1e-10, "se": "Inf"}, {"theta": 1e-11}), "r": entry(["r-refused"], False, {})}
+    here = {"k": entry(["match"], True, {"theta": 1e-10, "se": "Inf"}, {"theta": 1e-11}),
+            "r": entry(["r-refused"], False, {})}
     there = {"k": entry(["within-noise"], True, {"theta": 4e-10, "se": "Inf"}, {"theta": 2e-11})}
     merged = merge([here, there])
     assert merged["k"]["verdicts"] == ["match", "within-noise"] and merged["k"]["passed"]
