@@ -68,7 +68,7 @@ class DaskRunner:
         if self.scheduler is None:
             self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
                                         processes=True, dashboard_address=None,
-                                        host="127.0.0.1", silence_logs=50,
+                                        worker_dashboard_address=None, host="127.0.0.1", silence_logs=50,
                                         death_timeout=DEATH_TIMEOUT)
             self.client = Client(self.cluster)
         else:
