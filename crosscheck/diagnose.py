@@ -36,6 +36,7 @@ from .case import Case
 from .diffs import Diff
 from .noise import NoiseBand, element, row_orders
 from .result import FitResult
+from .rbridge import RBridgeError
 from .sides import PythonSide, RSide, saturated
 from .tolerances import Policy
 
@@ -180,7 +181,11 @@ class Diagnoser:
                 band.add(side, optimum(mode, fit_j, fit, tol, None))
                 band.add(side, derived(mode, _in_order(fit_j, order), fit, tol))
             if points is not None:
-                devfun = self._devfun(nAGQ, j, case_j)
+                try:            # glmer's start (PIRLS at lp0) may fail in another row order
+                    devfun = self._devfun(nAGQ, j, case_j)
+                except RBridgeError:
+                    band.refused["r"] += 1
+                    continue
                 band.add("r", _evaluation_diffs(self.r_side.evaluate(devfun, points), at_r, tol))
                 band.add("python", _evaluation_diffs(PythonSide(mode).evaluate(
                     case_j, nAGQ, points, np.asarray(devfun["lp0"], float)), at_py, tol))

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -313,3 +314,25 @@ def test_truncated_results_files(finished_run, tmp_path, reliability):
         said = refused_cleanly(run_cli(*args, "--store", str(db)), str(db))
         reliability.add("fault", "a truncated SQLite store", f"crosscheck {args[0]}",
                         "exit 2 naming the store", said)
+
+
+def test_glmer_refusing_to_start_in_another_row_order_is_counted_not_a_crash(monkeypatch, reliability):
+    """The noise band rebuilds glmer's deviance function on reordered rows; where glmer's first
+    PIRLS fails there (gen:thorough:44 did, in one order), that order is counted as refused by R
+    and the comparison still gets its verdict. The failure is real R's: an infinite response in
+    the reordered cases only."""
+    case = Case.make(readme_example(), "y ~ x1 + (1 | subject)", "binomial", nagq=(0,))
+    devfun = RSide.devfun
+
+    def broken_when_reordered(self, c, nAGQ):
+        if c.data.equals(case.data):
+            return devfun(self, c, nAGQ)
+        data = c.data.astype({"y": float})
+        data.loc[0, "y"] = np.inf
+        return devfun(self, replace(c, data=data), nAGQ)
+
+    monkeypatch.setattr(RSide, "devfun", broken_when_reordered)
+    (c,) = compare_case(case, noise="all").results
+    assert c.verdict in ("match", "within-noise") and c.diagnosis.noise.refused["r"] == 3
+    reliability.add("fault", "glmer's start fails on reordered rows (noise band)", "compare_case",
+                    "the orders counted as refused by R, a verdict", c.verdict)
