@@ -98,9 +98,9 @@ class NoiseBand:
                     spread[base + "/rel"] = max(spread.get(base + "/rel", 0.0), float(d.rel))
 
     def of(self, diff: Diff) -> float | None:
-        """The band of `diff`'s quantity (0 for the design's exact parts), None where nothing was
-        measured."""
-        if diff.stage == 0 and element(diff.quantity) != "saturated":
+        """The band of `diff`'s quantity (0 for the design's exact parts and for what is compared
+        for equality: names, layouts, errors), None where nothing was measured."""
+        if diff.tol == "equal" or (diff.stage == 0 and element(diff.quantity) != "saturated"):
             return 0.0
         keys = ALIASES.get(element(diff.quantity), (element(diff.quantity),))
         values = [s[k] for s in self.spread.values() for k in keys if k in s]
