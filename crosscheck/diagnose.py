@@ -34,7 +34,7 @@ from . import cpu_path
 from . import diffs as D
 from .case import Case
 from .diffs import Diff
-from .noise import NoiseBand, element, row_orders
+from .noise import NoiseBand, row_orders
 from .result import FitResult
 from .rbridge import RBridgeError
 from .sides import PythonSide, RSide, saturated
@@ -202,7 +202,8 @@ class Diagnoser:
         """Why a case is noisy: cond(X), cond of glmer's (else the reference's) Hessian at the
         optimum, and the reference's PIRLS iterations and step-halvings at glmer's optimum."""
         X = py.extra.get("X")
-        H = _hessian(r) if _hessian(r) is not None else _hessian(py)
+        H = _hessian(r)
+        H = H if H is not None else _hessian(py)
         ev = self._evaluations.get((nAGQ, mode), (None, None, [None]))[2][0]
         return {"cond_X": _cond(X), "cond_hessian": _cond(H),
                 "pirls_iterations": getattr(ev, "iterations", None),

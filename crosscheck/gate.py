@@ -255,10 +255,9 @@ def _lenient(path: Path) -> dict[str, Any]:
 
 def _machines(store: Store, run_id: str) -> list[dict]:
     """The machine fingerprints (`machine.fingerprint`) a run's results were computed on."""
-    from .machine import fingerprint
+    from . import machine
 
-    keys = set(fingerprint())
-    found = {dumps({k: v for k, v in json.loads(r["json"]).items() if k in keys or k.startswith(("NPY_", "OPENBLAS_"))})
+    found = {dumps(machine.of(json.loads(r["json"])))
              for r in store.query("SELECT DISTINCT v.json FROM cases c JOIN versions v USING (versions_id) "
                                   "WHERE c.run_id = ?", run_id)}
     return [json.loads(f) for f in sorted(found)]

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+# the environment variables that choose a CPU path, recorded where set
+CPU_PATH_ENV = ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE")
+
 # numpy's AVX-512 kernels off: a different CPU path on a machine that has them, a no-op elsewhere.
 SIMULATED_CPU = {"NPY_DISABLE_CPU_FEATURES":
                  "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL"}
@@ -30,7 +33,13 @@ def fingerprint() -> dict[str, str]:
     return {"cpu": _cpu_model(), "numpy SIMD": " ".join(f for f in __cpu_dispatch__ if __cpu_features__.get(f)),
             "OpenBLAS core": _openblas_core(), "glibc": " ".join(platform.libc_ver()),
             "numpy exp/log": numpy_exp_log(),
-            **{k: os.environ[k] for k in ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE") if k in os.environ}}
+            **{k: os.environ[k] for k in CPU_PATH_ENV if k in os.environ}}
+
+
+def of(versions: dict[str, str]) -> dict[str, str]:
+    """The machine fingerprint within a result's versions (which also name package versions)."""
+    keys = {*fingerprint(), *CPU_PATH_ENV}
+    return {k: v for k, v in versions.items() if k in keys}
 
 
 def numpy_exp_log() -> str:
