@@ -48,23 +48,22 @@ def distribution_table(store: Store, run_id: str, keys: str = "%") -> str:
     return "\n".join(lines)
 
 
-BY_DESIGN = """
-SELECT CASE WHEN c.formula LIKE '%x2%' THEN 'near-collinear x2' ELSE 'no x2' END AS covariates,
-       coalesce(c.edge, '-') AS edge, count(*) AS fits, sum(f.passed) AS passed,
+BY_STRATUM = """
+SELECT coalesce(c.stratum, '-') AS stratum, count(*) AS fits, sum(f.passed) AS passed,
        sum(f.verdict = 'within-noise') AS noise, sum(f.verdict = 'objective-mismatch') AS objective, sum(f.verdict = 'optimizer-only') AS optimizer,
        sum(f.verdict = 'se-mismatch') AS se, sum(f.verdict LIKE '%refused' AND NOT f.passed) AS refusals
 FROM fits f JOIN cases c USING (case_id)
 WHERE c.run_id = ? AND f.mode = 'lme4' AND c.case_key LIKE 'gen:%'
-GROUP BY 1, 2 ORDER BY 1, 2
+GROUP BY 1 ORDER BY 1
 """
 
 
-def design_table(store: Store, run_id: str) -> str:
-    """lme4-mode verdicts of generated cases by covariates and edge case."""
-    lines = ["| covariates | edge case | fits | passed | of which within noise | objective-mismatch | "
-             "optimizer-only | se-mismatch | refusals not agreeing |", "|---|---|---|---|---|---|---|---|---|"]
+def stratum_table(store: Store, run_id: str) -> str:
+    """lme4-mode verdicts of generated cases by stratum (`strategies.STRATA`)."""
+    lines = ["| stratum | fits | passed | of which within noise | objective-mismatch | "
+             "optimizer-only | se-mismatch | refusals not agreeing |", "|---|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(str(v) for v in tuple(r)) + " |"
-              for r in store.query(BY_DESIGN, run_id)]
+              for r in store.query(BY_STRATUM, run_id)]
     return "\n".join(lines)
 
 
@@ -117,7 +116,7 @@ def findings(store: Store, run_id: str, out: Path, corpus: Path, budget_s: float
         "tolerance, `beyond noise` those where it was also more than 2 noise bands away (the "
         "band is measured only where a comparison would otherwise fail).", "",
         distribution_table(store, run_id, "gen:%"), "",
-        "## lme4 mode by design (generated cases)", "", design_table(store, run_id), "",
+        "## lme4 mode by stratum (generated cases)", "", stratum_table(store, run_id), "",
         "## Failure classes and their reproducers", "",
         "A class is (verdict, mode, nAGQ), a crash of the reference apart. Its worst case was shrunk "
         "by hypothesis (the same verdict for the same family and link) and saved as a case file.", ""]

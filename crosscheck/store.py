@@ -49,8 +49,10 @@ CREATE TABLE IF NOT EXISTS cases (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
     case_key TEXT NOT NULL,               -- gen:<seed>:<index>, lme4:<dataset>, file:<path>
     status TEXT NOT NULL,                 -- done | error | timeout | crash
-    error TEXT, name TEXT, family TEXT, link TEXT, structure TEXT, edge TEXT, formula TEXT,
-    nrow INTEGER, digest TEXT, seconds REAL, finished TEXT NOT NULL,
+    error TEXT, name TEXT, family TEXT, link TEXT, structure TEXT,
+    stratum TEXT,                         -- a generated case's: strategies.STRATA
+    cond_x REAL,                          -- a generated case's cond(X): its realized conditioning
+    formula TEXT, nrow INTEGER, digest TEXT, seconds REAL, finished TEXT NOT NULL,
     versions_id INTEGER REFERENCES versions(versions_id),
     case_json TEXT,                       -- the case file (data + spec)
     report_json TEXT,                     -- CaseReport.to_json()
@@ -135,11 +137,16 @@ class Store:
         self.db.close()
 
     def _migrate(self) -> None:
-        """Stores written before the noise band lack its columns; they are added, empty."""
-        have = {r[1] for r in self.db.execute("PRAGMA table_info(diffs)")}
-        for column, kind in (("noise", "REAL"), ("within_noise", "INTEGER")):
-            if column not in have:
-                self.db.execute(f"ALTER TABLE diffs ADD COLUMN {column} {kind}")
+        """Stores written before the noise band or the strata lack their columns; they are added,
+        empty, except a stratum, which an older store has as its `edge` column."""
+        for table, columns in (("diffs", (("noise", "REAL"), ("within_noise", "INTEGER"))),
+                               ("cases", (("stratum", "TEXT"), ("cond_x", "REAL")))):
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            for column, kind in columns:
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                    if column == "stratum" and "edge" in have:
+                        self.db.execute("UPDATE cases SET stratum = edge")
 
     # -- runs ----------------------------------------------------------------------------------------
     def new_run(self, config: dict) -> str:
@@ -176,11 +183,11 @@ class Store:
             versions_id = self._versions(report["versions"]) if report else None
             cur = db.execute(
                 "INSERT OR IGNORE INTO cases (run_id, case_key, status, error, name, family, link, "
-                "structure, edge, formula, nrow, digest, seconds, finished, versions_id, case_json, "
-                "report_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "structure, stratum, cond_x, formula, nrow, digest, seconds, finished, versions_id, "
+                "case_json, report_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, result["key"], result["status"], result.get("error"), spec.get("name"),
-                 spec.get("family"), spec.get("link"), spec.get("structure"), extra.get("edge"),
-                 spec.get("formula"), (spec.get("data") or {}).get("nrow"),
+                 spec.get("family"), spec.get("link"), spec.get("structure"), extra.get("stratum"),
+                 _float(extra.get("cond_x")), spec.get("formula"), (spec.get("data") or {}).get("nrow"),
                  case_digest(case) if case else None, result.get("seconds"), _now(), versions_id,
                  dumps(case) if case else None, dumps(report) if report else None))
             if cur.rowcount and report:
