@@ -3,12 +3,13 @@
 lme4 mode: stage 1 BOBYQA on theta for the nAGQ=0 objective, stage 2 lme4's Nelder–Mead on
 c(theta, beta) from the stage-1 optimum (§5.2), `deriv12`, a final evaluation at the optimum,
 `check.boundary`, `checkConv` and the reported quantities from the final state.
-exact mode: the same objectives with converged PIRLS, minimized to a tight optimum.
+exact mode: the same objectives with converged PIRLS, minimized to a tight optimum from several
+starts, the best kept (`_exact`).
 """
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from scipy import optimize
 from .bobyqa import bobyqa
 from .convergence import BOUNDARY_TOL, check_boundary, check_conv
 from .deriv import deriv12, gradient12
-from .errors import ModelError
+from .errors import ModelError, OptimizerError, PirlsError
 from .model import Model, make_model
 from .nelder_mead import nelder_mead
 from .objective import DevianceFunction, check_agq, initial_lp0
@@ -55,6 +56,8 @@ class OptSummary:
     hessian: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)        # optimizer warnings (optwrap)
     conv_messages: list[str] = field(default_factory=list)   # checkConv
+    start: str | None = None          # exact mode: the start whose polished optimum was kept
+    starts: list[dict[str, Any]] = field(default_factory=list)   # exact mode: every start tried
 
     @property
     def feval(self) -> int:
@@ -191,19 +194,133 @@ def glmer(formula, data, family="binomial", link=None, nAGQ=1, weights=None, off
     model = make_model(formula, data, family, link, weights, offset)
     if nAGQ > 1:
         check_agq(model, nAGQ, mode)                           # lme4 refuses before any work
-    f0, opt = _stage1(model, ctrl, mode, nAGQ)
-    if nAGQ == 0:
-        f, par = f0, np.asarray(opt.stages[0].par)
-        if mode == "exact":
-            par = _polish(f, par, opt)
-    else:
-        f = _stage2_devfun(model, f0, nAGQ, mode, ctrl)
-        par = _stage2(f, f0, ctrl, mode, opt)
+    f, par, opt = _exact(model, ctrl, nAGQ) if mode == "exact" else _path(model, ctrl, mode, nAGQ)
     conv, warn = check_conv(None if opt.gradient is None else np.asarray(opt.gradient), opt.hessian,
                             par, f.lower)
     opt.conv_messages = conv
     return _report(model, f, par, opt, mode, nAGQ, converged=not warn and all(s.code == 0 for s in opt.stages)
                    and not opt.warnings)
+
+
+def _path(model: Model, ctrl: Control, mode: str, nAGQ: int) -> tuple[DevianceFunction, np.ndarray, OptSummary]:
+    """The two stages (§5.2) in `mode`: the deviance function, its optimum and how it was reached."""
+    f0, opt = _stage1(model, ctrl, mode, nAGQ)
+    if nAGQ == 0:
+        par = np.asarray(opt.stages[0].par)
+        return f0, (_polish(f0, par, opt) if mode == "exact" else par), opt
+    f = _stage2_devfun(model, f0, nAGQ, mode, ctrl)
+    return f, _stage2(f, f0, ctrl, mode, opt), opt
+
+
+@dataclass
+class _Candidate:
+    """One polished start of exact mode: its deviance function, optimum, value and history."""
+
+    f: DevianceFunction
+    par: np.ndarray
+    value: float
+    opt: OptSummary
+
+
+def _exact(model: Model, ctrl: Control, nAGQ: int) -> tuple[DevianceFunction, np.ndarray, OptSummary]:
+    """exact mode: the exact objective minimized from several starts, the lowest optimum kept.
+
+    Starts, in order: `path` — the two stages on the exact objective (`_path`); `lme4` — lme4
+    mode's own optimum (its two stages, no R involved); `boundary` — every θ at 0 (feasible for
+    every component, §1.2), β the GLM's. The path is always polished; a later start is polished
+    (Newton or L-BFGS-B, as the path) only when its value is below the best optimum so far, as
+    only then can it win without crossing into another basin: so the result is never worse
+    than lme4's optimum (glmer's, to its numerical error) on the exact objective. A start that
+    cannot be evaluated (PIRLS fails) is recorded with its reason; exact mode refuses only when
+    no start can (`_refusal`). `OptSummary.start` names the winner, `starts` lists every start."""
+    tried, best = [], None
+    for name, start in (("path", _start_path), ("lme4", _start_lme4), ("boundary", _start_boundary)):
+        try:
+            cand = start(model, ctrl, nAGQ, best)
+        except (PirlsError, OptimizerError) as e:
+            tried.append({"start": name, "error": str(e)})
+            continue
+        if cand is None:
+            continue
+        if not np.isfinite(cand.value):
+            tried.append({"start": name, "error": f"the objective is {cand.value} there"})
+            continue
+        kept = best is None or cand.value < best.value
+        tried.append({"start": name, "value": cand.value, "polished": cand.opt is not None})
+        if kept:
+            best = cand if cand.opt is not None else _polished(model, ctrl, nAGQ, best, cand, name)
+            tried[-1].update(polished=True, optimum=best.value)
+    if best is None:
+        raise _refusal(tried)
+    best.opt.start, best.opt.starts = best.opt.start or "path", tried
+    return best.f, best.par, best.opt
+
+
+def _start_path(model: Model, ctrl: Control, nAGQ: int, best) -> _Candidate:
+    f, par, opt = _path(model, ctrl, "exact", nAGQ)
+    return _Candidate(f, par, f(par), opt)
+
+
+def _start_lme4(model: Model, ctrl: Control, nAGQ: int, best: _Candidate | None) -> _Candidate | None:
+    """lme4 mode's optimum (§5.2), unpolished, on the exact objective (the path's, or one
+    restarting from lme4's lp0 when the path failed); None where lme4 mode has no such fit."""
+    if nAGQ > 1 and not model.scalar_single:
+        return None
+    f_lme4, par, _ = _path(model, replace(ctrl, calc_derivs=False), "lme4", nAGQ)
+    f = best.f if best is not None else DevianceFunction(model, nAGQ, f_lme4.lp0, "exact", ctrl.tolPwrss)
+    return _Candidate(f, par, f(par), None)
+
+
+def _start_boundary(model: Model, ctrl: Control, nAGQ: int, best: _Candidate | None) -> _Candidate | None:
+    """θ = 0 (the GLM), β the exact nAGQ = 0 objective's β̂ there; unpolished."""
+    if best is None:
+        return None
+    theta = np.zeros(model.nth)
+    if nAGQ == 0:
+        return _Candidate(best.f, theta, best.f(theta), None)
+    glm = DevianceFunction(model, 0, best.f.lp0, "exact", ctrl.tolPwrss)
+    glm(theta)
+    par = np.concatenate([theta, glm.last.beta])
+    return _Candidate(best.f, par, best.f(par), None)
+
+
+def _polished(model: Model, ctrl: Control, nAGQ: int, best: _Candidate | None, cand: _Candidate,
+              name: str) -> _Candidate:
+    """`cand` polished as the path's optimum is (L-BFGS-B for nAGQ = 0, else Newton and §5.3's
+    tail), its history a stage of its own."""
+    opt = OptSummary(start=name)
+    opt.stages.append(StageSummary("start", list(cand.par), list(cand.par), cand.value, 1, 0, name))
+    par = _polish(cand.f, cand.par, opt) if nAGQ == 0 else _finish(cand.f, cand.par, ctrl, "exact", opt)
+    return _Candidate(cand.f, par, cand.f(par), opt)
+
+
+def _refusal(tried: list[dict]) -> PirlsError:
+    """exact mode's refusal: the objective could not be evaluated at, or minimized from, any start."""
+    reasons = "; ".join(f"{t['start']}: {t['error']}" for t in tried)
+    return PirlsError(f"exact mode: the exact objective cannot be evaluated or minimized from any start ({reasons})")
+
+
+def _guarded(f: DevianceFunction):
+    """exact mode's objective for the optimizers: +inf where PIRLS fails, i.e. outside the region
+    where the objective can be evaluated, so a trial point there is rejected rather than ending
+    the fit; lme4 mode's `f` itself (lme4 stops on the error, §3.2)."""
+    return f if f.mode != "exact" else _Guarded(f)
+
+
+class _Guarded:
+    """`f` with PirlsError read as +inf; every other attribute is `f`'s."""
+
+    def __init__(self, f: DevianceFunction):
+        self.f = f
+
+    def __call__(self, pars) -> float:
+        try:
+            return self.f(pars)
+        except PirlsError:
+            return np.inf
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
 
 
 def _check_mode(mode):
@@ -217,7 +334,7 @@ def _stage1(model: Model, ctrl: Control, mode: str, nAGQ: int) -> tuple[Deviance
     f0 = DevianceFunction(model, 0, lp0, mode, ctrl.tolPwrss)
     start = model.theta0
     settings = {k: ctrl.optCtrl[k] for k in ("rhobeg", "rhoend") if k in ctrl.optCtrl}
-    res = bobyqa(f0, start, model.lower, np.full(model.nth, np.inf), maxfun=ctrl.maxfun, **settings)
+    res = bobyqa(_guarded(f0), start, model.lower, np.full(model.nth, np.inf), maxfun=ctrl.maxfun, **settings)
     opt = OptSummary()
     if res.code != 0:
         opt.warnings.append(f"convergence code {res.code} from bobyqa: {res.message}")
@@ -243,22 +360,27 @@ def _stage2_devfun(model: Model, f0: DevianceFunction, nAGQ: int, mode: str, ctr
 def _stage2(f: DevianceFunction, f0: DevianceFunction, ctrl: Control, mode: str, opt: OptSummary) -> np.ndarray:
     """§5.2 step 5 / §5.3: Nelder–Mead, deriv12, fn(opt$par), check.boundary."""
     upper = np.full(f.npar, np.inf)
-    res = nelder_mead(f, f.start, f.lower, upper, xst=f.xst, xt=f.xt, maxfun=ctrl.maxfun)
+    res = nelder_mead(_guarded(f), f.start, f.lower, upper, xst=f.xst, xt=f.xt, maxfun=ctrl.maxfun)
     if res.code == 4:                 # Nelder_Mead warns, then optwrap warns with the code
         opt.warnings += [res.message, f"convergence code 4 from Nelder_Mead: {res.message}"]
     opt.stages.append(StageSummary("Nelder_Mead", list(f.start), list(res.par), float(res.fval), res.feval,
                                    res.code if res.code == 4 else 0, res.message,
                                    {"xst": list(f.xst), "xt": list(f.xt)}))
-    par = np.asarray(res.par, float)
+    return _finish(f, np.asarray(res.par, float), ctrl, mode, opt)
+
+
+def _finish(f: DevianceFunction, par: np.ndarray, ctrl: Control, mode: str, opt: OptSummary) -> np.ndarray:
+    """After stage 2's optimizer (§5.3): exact mode's Newton steps, deriv12, fn(opt$par),
+    check.boundary."""
     derivs = None
     if mode == "exact":
         par, derivs = _newton(f, par, opt)
     if ctrl.calc_derivs:
-        g, H = derivs or deriv12(f, par)
+        g, H = derivs or deriv12(_guarded(f), par)
         opt.gradient, opt.hessian = list(g), H
     f(par)
     if ctrl.boundary_tol > 0:
-        par, fval = check_boundary(f, par, opt.stages[-1].fval, f.nth, ctrl.boundary_tol)
+        par, fval = check_boundary(_guarded(f), par, opt.stages[-1].fval, f.nth, ctrl.boundary_tol)
         opt.stages[-1].par, opt.stages[-1].fval = list(par), fval
     return par
 
@@ -273,8 +395,8 @@ def _newton(f: DevianceFunction, par: np.ndarray, opt: OptSummary) -> tuple[np.n
     differences needs many times that. Returns the point with its (gradient, Hessian), the
     Hessian being the start's; when no step is taken (H not positive definite, a step leaving
     the bounds or not lowering f) it falls back to `_polish` and returns no derivatives."""
-    fx = f(par)
-    g, H = deriv12(f, par, fx=fx)
+    fx, trial = f(par), _guarded(f)
+    g, H = deriv12(trial, par, fx=fx)
     x, steps, feval = par, 0, 1 + 2 * par.size ** 2
     try:
         cho = la.cho_factor(H)
@@ -287,12 +409,12 @@ def _newton(f: DevianceFunction, par: np.ndarray, opt: OptSummary) -> tuple[np.n
         x_new = x - step
         if np.any(x_new < f.lower):
             break
-        f_new = f(x_new)
+        f_new = trial(x_new)
         feval += 1
         if not f_new < fx:
             break
         x, fx, steps = x_new, f_new, steps + 1
-        g = gradient12(f, x)
+        g = gradient12(trial, x)
         feval += 2 * x.size
     if steps == 0:
         return _polish(f, par, opt), None
@@ -305,9 +427,12 @@ def _polish(f: DevianceFunction, par: np.ndarray, opt: OptSummary) -> np.ndarray
     """exact mode: L-BFGS-B with central-difference gradients from the lme4-path optimum.
 
     The exact objective is smooth (converged PIRLS), so a quasi-Newton method reaches a tight
-    optimum; the result is kept only if it does not raise the objective."""
+    optimum; the result is kept only if it does not raise the objective. Where its line search
+    fails (on ill-conditioned designs PIRLS's rounding makes differences at h = 1e-6 noise),
+    BOBYQA (§5.4, derivative-free) goes on from the better point."""
     lower = np.where(np.isfinite(f.lower), f.lower, -np.inf)
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+    trial = _guarded(f)
 
     def grad(x):
         h = 1e-6 * np.maximum(1.0, np.abs(x))
@@ -316,19 +441,25 @@ def _polish(f: DevianceFunction, par: np.ndarray, opt: OptSummary) -> np.ndarray
             up, dn = x.copy(), x.copy()
             up[j] += h[j]
             if x[j] - h[j] < lower[j]:
-                g[j] = (f(up) - f(x)) / h[j]
+                g[j] = (trial(up) - trial(x)) / h[j]
                 continue
             dn[j] -= h[j]
-            g[j] = (f(up) - f(dn)) / (2 * h[j])
+            g[j] = (trial(up) - trial(dn)) / (2 * h[j])
         return g
 
     f_start = f(par)
-    res = optimize.minimize(f, par, jac=grad, method="L-BFGS-B", bounds=bounds,
+    res = optimize.minimize(trial, par, jac=grad, method="L-BFGS-B", bounds=bounds,
                             options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 1000})
     better = res.fun <= f_start
     x = np.asarray(res.x if better else par, float)
     opt.stages.append(StageSummary("L-BFGS-B", list(par), list(x), float(min(res.fun, f_start)), int(res.nfev),
                                    0 if res.success else 1, str(res.message), {"ftol": 1e-15, "gtol": 1e-9}))
+    if not res.success:
+        rb = bobyqa(trial, x, f.lower, np.full(x.size, np.inf))
+        if rb.fval < opt.stages[-1].fval:
+            x = np.asarray(rb.par, float)
+        opt.stages.append(StageSummary("bobyqa", opt.stages[-1].par, list(x), min(rb.fval, opt.stages[-1].fval),
+                                       rb.feval, rb.code, rb.message))
     f(x)
     return x
 
@@ -359,16 +490,19 @@ def _report(model: Model, f: DevianceFunction, par: np.ndarray, opt: OptSummary,
             V = V_rx
     names = list(d.X_names)
     ranef, condvar = _ranef(model, par[:nth], ev)
+    devres = fam.devresid(resp.y, ev.mu, resp.pw)
+    with np.errstate(invalid="ignore"):     # lme4: a devResid rounded below 0 gives NaN, and deviance() NaN
+        residuals = np.sign(resp.y - ev.mu) * np.sqrt(devres if mode == "lme4" else np.maximum(devres, 0.0))
     return GlmerFit(
         formula=str(d.formula.to_r()) if hasattr(d.formula, "to_r") else str(d.formula),
         family=fam.name, link=fam.link.name, nAGQ=nAGQ, mode=mode,
         fixef=dict(zip(names, map(float, beta))), theta=list(map(float, par[:nth])),
         theta_names=list(d.theta_names), minus2loglik=float(minus2), objective=float(value),
-        deviance=float(ev.drsum),
+        deviance=float(np.sum(residuals ** 2)) if mode == "lme4" else float(ev.drsum),
         se=dict(zip(names, map(float, np.sqrt(np.diag(V))))), vcov=V,
         se_rx=dict(zip(names, map(float, np.sqrt(np.diag(V_rx))))),
         ranef=ranef, condvar=condvar, fitted=ev.mu.copy(),
-        residuals=np.sign(resp.y - ev.mu) * np.sqrt(np.maximum(fam.devresid(resp.y, ev.mu, resp.pw), 0.0)),
+        residuals=residuals,
         varcorr=_varcorr(d, par[:nth], sigma2), u=ev.u.copy(),
         ldL2=float(ev.ldL2), ldRX2=float(decomp.ldRX2), ussq=float(ev.ussq), drsum=float(ev.drsum),
         wrss=wrss, aic_resp=float(ev.aic), saturated=float(saturated), nobs=model.N,

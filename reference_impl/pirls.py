@@ -8,6 +8,9 @@ conditional mode and ldL2 belongs to it. Its steps are Newton's (the observed in
 penalized deviance, `newton_weights`) wherever that is positive: Fisher scoring, lme4's step, only
 converges linearly for non-canonical links and on small designs cycles for hundreds of
 iterations. The factor kept, and so the Laplace objective, uses lme4's (Fisher) weights.
+Exact mode's first step from lp0 is Fisher's (Newton's from a linear predictor that is no iterate
+can leave the family's domain), a deviance outside that domain counts as NaN, and the loop stops
+at the previous iterate when no halving of a descent step lowers the deviance (issue 13).
 """
 from __future__ import annotations
 
@@ -77,24 +80,29 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
         with np.errstate(divide="ignore", invalid="ignore"):
             return mueta, V, mueta * np.sqrt(resp.pw / V)
 
-    def step(eta, mu):
+    def step(eta, mu, first):
         """W^½ and the weighted working response W^½ (z − offset) of the next least-squares step
         (§2.3); ±inf and NaN where lme4's are (mu.eta = 0 in probit's tail), for the NaN test."""
         mueta, V, sqrtW = weights(eta, mu)
         with np.errstate(divide="ignore", invalid="ignore"):
             r = (resp.y - mu) / mueta
-            newton = newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r) if exact else None
+            newton = newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r) if exact and not first else None
             sqrtW, r = newton if newton is not None else (sqrtW, r)
             return sqrtW, sqrtW * ((eta - offset) + r)
 
-    def pdev_at(mu, u):
+    def pdev_at(eta, mu, u):
+        """Σ devResid and the penalized deviance; exact mode: NaN outside the family's domain
+        (non-finite weights, e.g. μ ≤ 0 for an identity-link Poisson, where devResid is finite
+        but meaningless), so that step-halving keeps the iterate inside it."""
         drsum = float(fam.devresid(resp.y, mu, resp.pw).sum())
+        if exact and not np.all(np.isfinite(weights(eta, mu)[2])):
+            return drsum, np.nan
         return drsum, drsum + float(u @ u)
 
-    oldpdev, trace, converged = DBL_MAX, [], False
+    oldpdev, trace, converged, drsum = DBL_MAX, [], False, np.nan
     for it in range(EXACT_MAXIT if exact else maxit):
-        olddelu, olddelb, oldeta = u, beta, eta
-        sqrtW, wz = step(eta, mu)
+        olddelu, olddelb, oldeta, oldmu, olddrsum = u, beta, eta, mu, drsum
+        sqrtW, wz = step(eta, mu, it == 0)
         if not np.all(np.isfinite(sqrtW)):
             # lme4's factorizations carry NaN weights through (no pivot test fails on NaN) and
             # the NaN deviance ends the loop below; CHOLMOD and scipy refuse NaN input instead
@@ -108,7 +116,7 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
             u, beta = decomp.solve_joint(wz)
         eta = linpred(u, beta)
         mu = fam.linkinv(eta)
-        drsum, pdev = pdev_at(mu, u)
+        drsum, pdev = pdev_at(eta, mu, u)
         if exact:
             decrement = float(np.sum((sqrtW * (eta - oldeta)) ** 2) + np.sum((u - olddelu) ** 2))
             converged = _settled(olddelu, u, olddelb, beta, oldpdev, pdev, decrement)
@@ -126,9 +134,15 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
                 beta = (olddelb + beta) / 2.0
             eta = linpred(u, beta)
             mu = fam.linkinv(eta)
-            drsum, pdev = pdev_at(mu, u)
+            drsum, pdev = pdev_at(eta, mu, u)
             halvings += 1
         trace.append((pdev, halvings))
+        if exact and it > 0 and not pdev <= oldpdev:
+            # no step along a descent direction lowers the deviance: the previous iterate is
+            # the minimum to rounding (ill-conditioned steps are noise there)
+            u, beta, eta, mu, drsum, pdev = olddelu, olddelb, oldeta, oldmu, olddrsum, oldpdev
+            converged = True
+            break
         if np.isnan(pdev):
             raise PirlsError("PIRLS loop resulted in NaN value")
         if pdev - oldpdev > tol:

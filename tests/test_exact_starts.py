@@ -1,0 +1,105 @@
+"""Exact mode's starts (issue 13): every start is polished on the exact objective unless it lies
+above the best optimum so far, the lowest is kept and named, and a start that cannot be evaluated
+is recorded rather than ending the fit. Reference only (no R): glmer's parameters stand in as
+lme4 mode's, which reproduces them (tests/test_reference_vs_glmer.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import reference_impl as ri
+from crosscheck.case import Case
+from crosscheck.datasets import readme_example
+from reference_impl import fit as fitmod
+from reference_impl.errors import PirlsError
+
+CASES = Path(__file__).parent / "corpus" / "cases"
+
+# gen:thorough:83 (5 rows): the path's Nelder–Mead cannot build a simplex at stage 1's optimum
+PATH_FAILS = Case.make(pd.DataFrame({
+    "g": pd.Categorical(["g000", "g001", "g002", "g003", "g004"]),
+    "h": pd.Categorical(["h1", "h0", "h2", "h0", "h1"]),
+    "x": [0.24760095731930098, -1.0216031825562701, -0.5644036207593883, -0.9741210196207187, 2.1847947042204043],
+    "expo": [1.7134621748231427, 1.2163990560797036, 1.9184293111837223, 0.9694745616399709, 1.1056924707203515],
+    "prop": [0.0, 0.0, 0.0, 0.0, 1.0], "trials": [3.0, 2.0, 1.0, 3.0, 5.0]}),
+    "prop ~ x + offset(log(expo)) + (1 | g/h)", "binomial", weights="trials", nagq=(1,))
+
+
+def _fit(case: Case, nAGQ: int, mode: str = "exact"):
+    return ri.glmer(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
+                    weights=case.weights, offset=case.offset, mode=mode, control=case.control)
+
+
+def _exact_at(case: Case, nAGQ: int, pars) -> float:
+    """The exact objective at `pars`, restarting from lme4 mode's lp0 (as the harness does with R's)."""
+    kw = dict(family=case.family, link=case.link, weights=case.weights, offset=case.offset)
+    lp0 = ri.devfun(case.formula, case.data, nAGQ=nAGQ, mode="lme4", **kw).lp0 if nAGQ else None
+    return ri.devfun(case.formula, case.data, nAGQ=nAGQ, mode="exact", lp0=lp0, **kw)(pars)
+
+
+def _pars(fit) -> np.ndarray:
+    return np.array([*fit.theta, *(fit.fixef.values() if fit.nAGQ else [])])
+
+
+README = Case.make(readme_example(), "y ~ x1 + (1 | subject)", "binomial")
+
+
+def test_every_start_is_recorded_and_the_lowest_optimum_kept():
+    fit = _fit(README, 1)
+    starts = fit.optinfo.starts
+    assert [s["start"] for s in starts] == ["path", "lme4", "boundary"]
+    assert fit.optinfo.start == "path"
+    assert fit.objective == min(s.get("optimum", s["value"]) for s in starts)
+    assert all(s["polished"] == ("optimum" in s) for s in starts)
+    lme4 = _fit(README, 1, "lme4")
+    assert fit.objective <= _exact_at(README, 1, _pars(lme4)) + 1e-8
+
+
+def test_lme4_start_wins_where_the_path_refuses():
+    fit = _fit(PATH_FAILS, 1)
+    assert fit.optinfo.starts[0] == {"start": "path", "error": "cannot generate feasible simplex"}
+    assert fit.optinfo.start == "lme4" and fit.optinfo.stages[0].optimizer == "start"
+    assert fit.objective <= _exact_at(PATH_FAILS, 1, _pars(_fit(PATH_FAILS, 1, "lme4"))) + 1e-8
+
+
+def test_a_lower_start_beats_the_path(monkeypatch):
+    """The path's optimum moved uphill: lme4 mode's optimum is below it, is polished and wins."""
+    start_path = fitmod._start_path
+
+    def worse(model, ctrl, nAGQ, best):
+        cand = start_path(model, ctrl, nAGQ, best)
+        par = cand.par + np.r_[np.zeros(model.nth), np.full(cand.par.size - model.nth, 3.0)]
+        return fitmod._Candidate(cand.f, par, cand.f(par), cand.opt)
+
+    monkeypatch.setattr(fitmod, "_start_path", worse)
+    fit = _fit(README, 1)
+    path, lme4, boundary = fit.optinfo.starts
+    assert lme4["polished"] and lme4["optimum"] < path["optimum"]
+    assert fit.optinfo.start == "lme4"
+    assert fit.objective == pytest.approx(_fit(README, 1).objective, abs=1e-7)
+
+
+def test_refusal_only_when_no_start_can_be_evaluated(monkeypatch):
+    def fails(model, ctrl, nAGQ, best):
+        raise PirlsError("PIRLS loop resulted in NaN value")
+
+    monkeypatch.setattr(fitmod, "_start_path", fails)
+    monkeypatch.setattr(fitmod, "_start_lme4", fails)
+    with pytest.raises(PirlsError, match=r"cannot be evaluated or minimized from any start \(path: PIRLS "
+                                         r"loop resulted in NaN value; lme4: PIRLS loop"):
+        _fit(README, 1)
+
+
+def test_lme4_mode_records_no_start():
+    fit = _fit(README, 1, "lme4")
+    assert fit.optinfo.start is None and fit.optinfo.starts == []
+
+
+def test_pinned_rounding_case_fits():
+    """exact-pirls-rounding: exact PIRLS at θ0 refused (maxit, steps of rounding noise) where glmer fits."""
+    case = Case.load(CASES / "exact-pirls-rounding.json")
+    fit = _fit(case, 0)
+    assert fit.objective <= _exact_at(case, 0, _pars(_fit(case, 0, "lme4"))) + 1e-8
