@@ -36,7 +36,7 @@ from reference_impl.objective import DevianceFunction, initial_lp0
 from reference_impl.truth import TrueDeviance, truth_mle
 
 from .case import Case
-from .investigate import plain
+from .diffs import plain
 from .result import FitResult
 from .sides import GlmmTMBSide, PythonSide, RSide, saturated
 

@@ -56,7 +56,7 @@ class Comparison:
                "diffs": [x.to_json() for x in d.diffs],
                "refusal": d.refusal.to_json() if d.refusal else None,
                "r_warnings": list(self.r.messages), "notes": list(d.notes),
-               "noise": d.noise.to_json() if d.noise else None, "conditioning": d.conditioning,
+               "noise": d.noise.to_json() if d.noise else None, "conditioning": {k: D.plain(v) for k, v in d.conditioning.items()},
                "timings": self.timings}
         if self.referee is not None:
             out["referee"] = {"side": "glmmTMB", **self.referee.summary(),
@@ -77,7 +77,7 @@ class CaseReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"versions": self.versions,
-                "case": {**self.case.spec(), "saturated_minus2loglik": D._plain(self.saturated)},
+                "case": {**self.case.spec(), "saturated_minus2loglik": D.plain(self.saturated)},
                 "results": [c.to_json() for c in self.results]}
 
 

@@ -34,7 +34,8 @@ from . import cpu_path
 from . import diffs as D
 from .case import Case
 from .diffs import Diff
-from .noise import NoiseBand, row_orders
+from .noise import (MORE_ORDERS, ROW_ORDERS, STOPPING_ROUNDING, NoiseBand, borderline, objective_floor,
+                    row_orders, stopping_rounded, ulp_moved)
 from .result import FitResult
 from .rbridge import RBridgeError
 from .sides import PythonSide, RSide, saturated
@@ -111,7 +112,7 @@ class Diagnoser:
         self._python_at_r: float | None = None      # the reference's objective at glmer's optimum
         self._evaluations: dict = {}                  # (nAGQ, mode) → stage 1's points and values
         self._r_refits: dict[int, list[FitResult]] = {}
-        self._orders = row_orders(case) if noise != "none" else []
+        self._orders = row_orders(case, ROW_ORDERS + MORE_ORDERS) if noise != "none" else []
         self._cpu_path = cpu_path.CpuPath()
 
     def close(self) -> None:
@@ -136,7 +137,12 @@ class Diagnoser:
             if out.noise is None and k > 0 and (self.noise == "all" or (outside and self.noise == "failing")):
                 out.noise = self.band(nAGQ, mode, py, r, tol)
             if out.noise is not None:
+                if k == 2:
+                    out.noise.apart = any(not d.ok for d in diffs if d.quantity.startswith(("theta[", "fixef[")))
                 out.noise.annotate(out.diffs)
+                if out.noise.orders == ROW_ORDERS and borderline(outside):
+                    self.widen(out.noise, nAGQ, mode, py, r, tol)
+                    out.noise.annotate(out.diffs)
             if [d for d in outside if not d.within_noise]:
                 out.stage_failed, out.verdict = k, VERDICT_OF_STAGE[k]
                 break
@@ -153,21 +159,51 @@ class Diagnoser:
 
     # -- the noise band -----------------------------------------------------------------------------
     def band(self, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol) -> NoiseBand:
-        """Both sides on each row order: refitted (stages 2–3) and their deviance functions
-        evaluated at stage 1's points; each compared with the same side on the original rows.
-        With `noise="all"`, where this CPU has AVX-512 kernels, the reference again with them off."""
+        """Both sides on each row order (`_row_orders_into`); both deviance functions at stage 1's
+        points moved by a few ulps and, in lme4 mode, the reference's with its stopping test
+        rounded; with `noise="all"`, where this CPU has AVX-512 kernels, the reference again with
+        them off. Each compared with the same side unperturbed."""
         t0 = time.perf_counter()
-        band = NoiseBand(orders=len(self._orders))
+        band = NoiseBand()
         points, at_r, at_py = self._evaluations.get((nAGQ, mode), (None, None, None))
+        lp0 = np.asarray(self._devfuns[nAGQ, None]["lp0"], float) if points is not None else None
+        if points is not None:
+            devfun = self._devfun(nAGQ, None, self.case)
+            for moved in ulp_moved(points):
+                band.add("r", _evaluation_diffs(self.r_side.evaluate(devfun, moved), at_r, tol))
+                band.add("python", _evaluation_diffs(PythonSide(mode).evaluate(self.case, nAGQ, moved, lp0), at_py, tol))
+            if mode == "lme4":
+                for case_s in stopping_rounded(self.case):
+                    band.add("python", _evaluation_diffs(PythonSide(mode).evaluate(case_s, nAGQ, points, lp0), at_py, tol))
+                band.stopping = STOPPING_ROUNDING
+            gaps = [abs(at[1].value - at[0].value) for at in (at_r, at_py)]
+            band.flat_gap = max(gaps) if np.all(np.isfinite(gaps)) else None
+            band.floor = objective_floor(len(self.case.data) + np.size(at_r[0].u), at_r[0].value)
         if self.noise == "all" and cpu_path.available():
-            lp0 = np.asarray(self._devfuns[nAGQ, None]["lp0"], float) if points is not None else None
             fit_c, at_c = self._cpu_path.refit(self.case, nAGQ, mode, py.saturated, points, lp0)
             if fit_c.ok:
                 band.add("python", [*optimum(mode, fit_c, py, tol, None), *derived(mode, fit_c, py, tol)])
                 band.add("python", _evaluation_diffs(at_c, at_py, tol) if points is not None else [])
             band.cpu_paths.append("numpy AVX-512 off")
+        self._row_orders_into(band, range(ROW_ORDERS), nAGQ, mode, py, r, tol)
+        band.seconds = time.perf_counter() - t0
+        return band
+
+    def widen(self, band: NoiseBand, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol) -> None:
+        """MORE_ORDERS further row orders: the band is the largest of a few draws, and a
+        difference a few bands out may lie inside the spread that more draws would show."""
+        t0 = time.perf_counter()
+        self._row_orders_into(band, range(band.orders, band.orders + MORE_ORDERS), nAGQ, mode, py, r, tol)
+        band.seconds += time.perf_counter() - t0
+
+    def _row_orders_into(self, band: NoiseBand, orders, nAGQ: int, mode: str, py: FitResult, r: FitResult,
+                         tol) -> None:
+        """Widen `band` by both sides on row orders `orders`: refits compared with the original
+        rows' fits, and deviance functions at stage 1's points (each order's own lp0, §3.3)."""
+        points, at_r, at_py = self._evaluations.get((nAGQ, mode), (None, None, None))
         refits = self._r_refits.setdefault(nAGQ, [])
-        for j, order in enumerate(self._orders):
+        for j in orders:
+            order = self._orders[j]
             case_j = self.case.with_rows(order)
             if j == len(refits):
                 refits.append(self.r_side.fit(case_j, nAGQ, r.saturated))
@@ -180,17 +216,17 @@ class Diagnoser:
                 band.add(side, design_noise(fit_j, fit, tol))
                 band.add(side, optimum(mode, fit_j, fit, tol, None))
                 band.add(side, derived(mode, _in_order(fit_j, order), fit, tol))
-            if points is not None:
-                try:            # glmer's start (PIRLS at lp0) may fail in another row order
-                    devfun = self._devfun(nAGQ, j, case_j)
-                except RBridgeError:
-                    band.refused["r"] += 1
-                    continue
-                band.add("r", _evaluation_diffs(self.r_side.evaluate(devfun, points), at_r, tol))
-                band.add("python", _evaluation_diffs(PythonSide(mode).evaluate(
-                    case_j, nAGQ, points, np.asarray(devfun["lp0"], float)), at_py, tol))
-        band.seconds = time.perf_counter() - t0
-        return band
+            band.orders += 1
+            if points is None:
+                continue
+            try:            # glmer's start (PIRLS at lp0) may fail in another row order
+                devfun = self._devfun(nAGQ, j, case_j)
+            except RBridgeError:
+                band.refused["r"] += 1
+                continue
+            band.add("r", _evaluation_diffs(self.r_side.evaluate(devfun, points), at_r, tol))
+            band.add("python", _evaluation_diffs(PythonSide(mode).evaluate(
+                case_j, nAGQ, points, np.asarray(devfun["lp0"], float)), at_py, tol))
 
     def _devfun(self, nAGQ: int, order: int | None, case: Case) -> dict:
         """R's deviance function of `case` (the original rows, or row order `order`), made once."""

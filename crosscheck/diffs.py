@@ -31,7 +31,7 @@ class Diff:
     within_noise: bool = False         # outside its tolerance, but within rounding's spread
 
     def to_json(self) -> dict[str, Any]:
-        return {**{k: _plain(v) for k, v in asdict(self).items()}, "noise_units": _plain(self.noise_units)}
+        return {**{k: plain(v) for k, v in asdict(self).items()}, "noise_units": plain(self.noise_units)}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any], **changes) -> Diff:
@@ -55,10 +55,18 @@ class Diff:
         return self.abs / bound if bound > 0 else (0.0 if self.abs == 0 else math.inf)
 
 
-def _plain(v):
+def plain(v):
+    """Numbers, numpy values, dicts, lists and arrays of them as plain JSON values (non-finite
+    floats as text: JSON has no inf/nan)."""
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return plain(v.tolist())
     if isinstance(v, (np.floating, float)):
         v = float(v)
-        return v if math.isfinite(v) else str(v)            # JSON has no inf/nan
+        return v if math.isfinite(v) else str(v)
     if isinstance(v, np.integer):
         return int(v)
     if isinstance(v, np.bool_):

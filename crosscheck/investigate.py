@@ -32,7 +32,7 @@ from reference_impl.pirls import pirls
 from .case import Case
 from .compare import Comparison, compare_case
 from .diagnose import STAGES
-from .diffs import _plain
+from .diffs import plain
 from .result import FitResult
 from .sides import REFUSALS, Evaluation, PirlsTrace, PythonSide, RSide
 from .tolerances import Policy
@@ -93,17 +93,6 @@ class Investigation:
 
     def to_json(self) -> dict[str, Any]:
         return plain(asdict(self))
-
-
-def plain(v):
-    """Dataclass dicts, lists and numpy values as plain JSON values (non-finite floats as text)."""
-    if isinstance(v, dict):
-        return {k: plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [plain(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return plain(v.tolist())
-    return _plain(v)
 
 
 def investigate(case: Case, nAGQ: int, mode: str = "lme4", at=None, policy: Policy | None = None,

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .diffs import plain
+
 Side = Literal["python", "r", "glmmtmb"]
 
 
@@ -62,11 +64,11 @@ class FitResult:
         """The JSON view of a side in a comparison (README: "JSON output")."""
         if not self.ok:
             return {"error": self.error, "messages": list(self.messages)}
-        return {"fixef": dict(self.fixef), "theta": dict(zip(self.theta_names, self.theta)),
-                "minus2loglik": self.minus2loglik, "minus2loglik_raw": self.minus2loglik_raw,
-                "saturated": self.saturated, "deviance": self.deviance, "se": dict(self.se),
-                "converged": self.converged, "feval": self.feval, "optimizer": self.optimizer,
-                "messages": list(self.messages)}
+        return plain({"fixef": dict(self.fixef), "theta": dict(zip(self.theta_names, self.theta)),
+                      "minus2loglik": self.minus2loglik, "minus2loglik_raw": self.minus2loglik_raw,
+                      "saturated": self.saturated, "deviance": self.deviance, "se": dict(self.se),
+                      "converged": self.converged, "feval": self.feval, "optimizer": self.optimizer,
+                      "messages": list(self.messages)})
 
     @classmethod
     def from_r(cls, record: dict[str, Any], side: Side = "r") -> FitResult:

@@ -1,0 +1,82 @@
+"""The noise band's perturbations and its reading of a flat objective (crosscheck/noise.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from crosscheck import diffs as D
+from crosscheck.case import Case
+from crosscheck.compare import compare_case
+from crosscheck.noise import WITHIN, NoiseBand, objective_floor, stopping_rounded, ulp_moved
+from crosscheck.sides import PythonSide
+from crosscheck.tolerances import Tolerance
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_stopping_test_on_its_threshold_is_rounding_s_choice():
+    """gen:thorough:52 (binomial(cauchit), quasi-separated) at θ = (4724.83, 884.18), nAGQ 0: the
+    relative change of the penalized deviance lands on tolPwrss = 1e-7 within its own rounding,
+    so the test moved by ±1e-5 of itself takes both decisions — three PIRLS iterations apart, the
+    lagged factor and the objective 0.088 apart (glmer stops at the earlier one)."""
+    case = Case.load(FIXTURES / "pirls-stopping-knife-edge.json")
+    theta = np.array([4724.82838085848, 884.180186586871])
+    low, high = (PythonSide("lme4").evaluate(c, 0, [theta], None)[0] for c in stopping_rounded(case))
+    assert low.iterations != high.iterations
+    assert abs(low.value - high.value) > 0.05
+
+
+def test_the_stopping_band_makes_that_difference_noise(R):
+    """The same case against glmer: where the two sides' objectives part at the reference's
+    optimum, the difference is within the band, and the band says it moved the stopping test."""
+    case = Case.load(FIXTURES / "pirls-stopping-knife-edge.json").with_nagq((0,))
+    (c,) = compare_case(case, ("lme4",), noise="all").results
+    assert c.passed, c.verdict
+    assert c.diagnosis.noise.stopping == 1e-5
+    for d in c.diffs:
+        if d.stage == 1 and d.gating and not d.ok:
+            assert d.within_noise and d.noise_units <= WITHIN, d
+
+
+def test_a_perfect_fit_s_optimum_is_noise(R):
+    """gen:thorough:83 (binomial(logit), 5 rows, nested): the deviance is ~1e-15 at every θ, so
+    each optimizer stops where rounding leads it. Each deviance function rates the two optima
+    equal within its rounding floor: the objective is flat, and θ's differences are noise."""
+    case = Case.load(FIXTURES / "flat-objective.json").with_nagq((0,))
+    (c,) = compare_case(case, ("lme4",), noise="all").results
+    band = c.diagnosis.noise
+    assert c.passed, c.verdict
+    assert band.flat and band.flat_gap <= WITHIN * max(band.floor, 1e-300)
+    for d in c.diffs:
+        if d.stage == 2 and d.gating and not d.ok:
+            assert d.within_noise and d.noise >= abs(d.abs), d
+
+
+def _band(flat: bool, apart: bool) -> NoiseBand:
+    band = NoiseBand(flat_gap=1e-15 if flat else 1.0, floor=1e-14, apart=apart)
+    band.add("r", [D.scalar("objective@r", 1.0, 1.0 + 1e-16, Tolerance(0, 0), 1)])
+    band.add("r", [D.scalar("se[x]", 1.0, 1.0 + 1e-9, Tolerance(0, 0), 3)])
+    return band
+
+
+def test_flat_objective_widens_the_optimum_and_its_consequences_only_where_the_optima_lie_apart():
+    """Stage 2's band becomes at least the difference where the objective is flat; stage 3's only
+    where the optima lie apart (an SE difference at one optimum stays the SEs' own); never
+    where the objective tells the optima apart, and never for exact mode's never-worse checks."""
+    theta = D.scalar("theta[g]", 0.0, 0.8, Tolerance(1e-6, 0), 2)
+    se = D.scalar("se[x]", 2.0, 3.0, Tolerance(1e-6, 0), 3)
+    excess = D.scalar("minus2loglik_excess", 1.0, 0.0, Tolerance(1e-9, 0), 2)
+    assert _band(flat=True, apart=False).of(theta) == 0.8
+    assert _band(flat=True, apart=False).of(se) < 1e-8
+    assert _band(flat=True, apart=True).of(se) == 1.0
+    assert _band(flat=False, apart=True).of(theta) is None
+    assert _band(flat=False, apart=True).of(se) < 1e-8
+    assert _band(flat=True, apart=True).of(excess) < 1e-15
+
+
+def test_ulp_moves_keep_zeros_and_the_floor_grows_with_the_terms():
+    (a,), (b,) = ulp_moved([np.array([0.0, 1.0, -2.0])])
+    assert a[0] == b[0] == 0.0 and a[1] < 1.0 < b[1] and a[2] < -2.0 < b[2]
+    assert abs(a[1] - 1.0) < 1e-14
+    assert objective_floor(100, 1e3) == 100 * np.finfo(float).eps * 1001
