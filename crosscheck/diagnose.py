@@ -336,14 +336,15 @@ def design_noise(fit_j: FitResult, fit: FitResult, tol) -> list[Diff]:
 def optimum(mode: str, py: FitResult, r: FitResult, tol, python_at_r: float | None) -> list[Diff]:
     """lme4 mode: the two optima must coincide. exact mode: exact and glmer optimize different
     functions (converged vs lme4's PIRLS), so the optimum is judged on the exact objective —
-    `minus2loglik_excess` = exact at its optimum − exact at glmer's optimum ≤ tol (never worse) and
+    `minus2loglik_excess` = exact at its optimum − exact at glmer's optimum ≤ tol (never worse);
     `optimum_gap` = the same difference in absolute value (how far glmer's optimum is from the
-    exact one, in −2 log L units); θ, β and the deviance are reported, informational."""
+    exact one, in −2 log L units), θ, β and the deviance are reported, informational."""
     out = [D.scalar("minus2loglik", py.minus2loglik, r.minus2loglik, tol("minus2loglik"), 2)]
     if mode == "exact" and python_at_r is not None:
+        gap = D.scalar("optimum_gap", python_at_r - py.objective, 0.0, tol("optimum_gap"), 2)
+        gap.gating = False      # glmer's numerical error, measured: exact far better is a finding about glmer
         out += [D.at_most("minus2loglik_excess", py.objective, python_at_r,
-                          tol("minus2loglik_excess"), 2),
-                D.scalar("optimum_gap", python_at_r - py.objective, 0.0, tol("optimum_gap"), 2)]
+                          tol("minus2loglik_excess"), 2), gap]
     params = D.named("theta", dict(zip(py.theta_names, py.theta)), dict(zip(r.theta_names, r.theta)),
                      tol("theta"), 2)
     params += D.named("fixef", py.fixef, r.fixef, tol("fixef"), 2)

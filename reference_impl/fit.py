@@ -303,8 +303,9 @@ def _refusal(tried: list[dict]) -> PirlsError:
 def _guarded(f: DevianceFunction):
     """exact mode's objective for the optimizers: +inf where PIRLS fails, i.e. outside the region
     where the objective can be evaluated, so a trial point there is rejected rather than ending
-    the fit; lme4 mode's `f` itself (lme4 stops on the error, §3.2)."""
-    return f if f.mode != "exact" else _Guarded(f)
+    the fit; lme4 mode's `f` itself (lme4 stops on the error, §3.2), and so any other objective
+    polished here (truth.py's `TrueDeviance`)."""
+    return _Guarded(f) if getattr(f, "mode", None) == "exact" else f
 
 
 class _Guarded:
