@@ -1,7 +1,8 @@
 """pytest plugin (entry point `pytest11`: `crosscheck`): cross-checks as tests.
 
-- hypothesis profiles `dev`, `ci` (derandomized; loaded when CI is set) and `thorough`
-  (`strategies.PROFILES`); `HYPOTHESIS_PROFILE` picks one;
+- hypothesis profiles `crosscheck-dev`, `crosscheck-ci` (derandomized) and `crosscheck-thorough`
+  (`strategies.PROFILES`), registered under their own names and loaded only by a project that asks
+  (`settings.load_profile("crosscheck-ci")`): the plugin changes no setting of anyone else's;
 - fixtures `r_session` (the process's embedded R) and `compare_case` (`compare_case(case,
   modes=("lme4",), **kw) -> CaseReport`); `assert_passes(report)` fails with the text report;
 - `@pytest.mark.nagq(0, 1, 9)` parametrizes a test's `nagq` argument;
@@ -15,11 +16,10 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
-from hypothesis import example, settings, target
+from hypothesis import example, target
 
 from .case import Case
 
@@ -33,8 +33,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     from .strategies import register_profiles
 
-    register_profiles()
-    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+    register_profiles(prefix="crosscheck-")
     config.addinivalue_line("markers", "nagq(*values): parametrize the test's `nagq` argument")
     config.addinivalue_line("markers", "corpus(directory=None): parametrize `corpus_case` over the "
                                        "case files of a directory")

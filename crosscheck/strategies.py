@@ -82,9 +82,10 @@ PROFILES = {
 }
 
 
-def register_profiles() -> None:
+def register_profiles(prefix: str = "") -> None:
+    """Register `PROFILES` as hypothesis profiles `{prefix}dev`, … (loading none)."""
     for name, profile in PROFILES.items():
-        settings.register_profile(name, deadline=None, **profile["settings"],
+        settings.register_profile(prefix + name, deadline=None, **profile["settings"],
                                   suppress_health_check=[HealthCheck.too_slow,
                                                          HealthCheck.filter_too_much,
                                                          HealthCheck.data_too_large])

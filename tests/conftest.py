@@ -1,9 +1,17 @@
-"""Shared fixtures. The hypothesis profiles (dev, ci, thorough), `r_session`, `compare_case` and the
-nAGQ and corpus markers come from the crosscheck pytest plugin (crosscheck/pytest_plugin.py)."""
+"""Shared fixtures. `r_session`, `compare_case` and the nAGQ and corpus markers come from the
+crosscheck pytest plugin (crosscheck/pytest_plugin.py); this project loads its hypothesis profile
+here (dev, ci when CI is set, or HYPOTHESIS_PROFILE: strategies.PROFILES)."""
+
+import os
 
 import pytest
+from hypothesis import settings
 
 from crosscheck.rbridge import RSession
+from crosscheck.strategies import register_profiles
+
+register_profiles()
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture(scope="session")
