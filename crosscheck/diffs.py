@@ -49,7 +49,7 @@ class Diff:
     @property
     def excess(self) -> float:
         """How far outside its tolerance (|Δ| / bound; > 1 fails), for ranking the worst."""
-        if self.abs is None or not isinstance(self.tol, dict):
+        if self.abs is None or self.r is None or not isinstance(self.tol, dict):   # r None: empty array
             return 0.0 if self.ok else math.inf
         bound = self.tol["abs"] + self.tol["rel"] * abs(self.r)
         return self.abs / bound if bound > 0 else (0.0 if self.abs == 0 else math.inf)

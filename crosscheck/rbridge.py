@@ -77,6 +77,12 @@ def _strings(x) -> list[str | None]:
     return [None if s is ri.NA_Character else str(s) for s in x]
 
 
+def _buffer(x, dtype) -> np.ndarray:
+    """The numbers of a numeric, integer or logical R vector (rpy2's memoryview refuses length 0:
+    `fixef` of a model without fixed effects)."""
+    return np.array(x.memoryview(), dtype=dtype) if len(x) else np.empty(0, dtype)
+
+
 def _vector(x) -> np.ndarray | list:
     """An atomic R vector as a 1-D numpy array (list of str for character)."""
     import rpy2.rinterface as ri
@@ -84,11 +90,11 @@ def _vector(x) -> np.ndarray | list:
     if x.typeof == ri.RTYPES.STRSXP:
         return _strings(x)
     if x.typeof == ri.RTYPES.REALSXP:
-        return np.array(x.memoryview(), dtype=np.float64)
+        return _buffer(x, np.float64)
     if x.typeof == ri.RTYPES.CPLXSXP:
         return np.array(list(x), dtype=np.complex128)
     if x.typeof in (ri.RTYPES.INTSXP, ri.RTYPES.LGLSXP):
-        raw = np.array(x.memoryview(), dtype=np.int64)
+        raw = _buffer(x, np.int64)
         na = raw == -(2**31)
         if na.any():
             return np.where(na, np.nan, raw.astype(np.float64))
@@ -107,7 +113,7 @@ def _classes(x) -> list[str]:
 
 
 def _factor(x) -> pd.Categorical:
-    codes = np.array(x.memoryview(), dtype=np.int64)
+    codes = _buffer(x, np.int64)
     codes = np.where(codes == -(2**31), -1, codes - 1)
     levels = _strings(_attr(x, "levels"))
     return pd.Categorical.from_codes(codes, categories=levels, ordered="ordered" in _classes(x))

@@ -24,6 +24,13 @@ suppressPackageStartupMessages({
 # vectors in place).
 cc_vec <- function(x) I(c(as.vector(x, "double")))
 
+# A named vector that stays named when empty (no fixed effects: `y ~ 0 + (1 | g)`), so that
+# Python gets a dict.
+cc_named <- function(x) {
+  names(x) <- as.character(names(x))
+  x
+}
+
 cc_text <- function(cond) sub("\n$", "", conditionMessage(cond))
 
 # Evaluate `expr`; errors, warnings and messages become fields of the returned record.
@@ -153,14 +160,14 @@ cc_glmer_record <- function(m, texts) {
   cmp <- m@devcomp$cmp
   nAGQ <- as.integer(m@devcomp$dims[["nAGQ"]])
   V <- cc_collect(as.matrix(vcov(m)))
-  rx <- cc_capture(sqrt(diag(as.matrix(vcov(m, use.hessian = FALSE)))))
+  rx <- cc_capture(cc_named(sqrt(diag(as.matrix(vcov(m, use.hessian = FALSE))))))
   texts <- c(texts, V$texts)
   X <- getME(m, "X")
   c(list(
-    fixef = fixef(m), theta = getME(m, "theta"),
+    fixef = cc_named(fixef(m)), theta = getME(m, "theta"),
     minus2loglik_raw = -2 * as.numeric(logLik(m)), saturated_lme4 = cc_saturated(m),
     objective = unname(cmp["dev"]), deviance = deviance(m),
-    se = sqrt(diag(V$value)), vcov = unname(V$value),
+    se = cc_named(sqrt(diag(V$value))), vcov = unname(V$value),
     se_rx = rx$value, se_rx_warnings = rx$warnings,
     ranef = cc_ranef(m), fitted = cc_vec(fitted(m)),
     u = cc_vec(getME(m, "u")), b = cc_vec(getME(m, "b")),
@@ -168,7 +175,7 @@ cc_glmer_record <- function(m, texts) {
     ldL2 = unname(cmp["ldL2"]), ussq = unname(cmp["ussq"]), drsum = unname(cmp["drsum"]),
     wrss = unname(cmp["wrss"]), ldRX2 = unname(cmp["ldRX2"]), pwrss = unname(cmp["pwrss"]),
     aic_resp = m@resp$aic(),
-    X = unname(X), X_names = I(colnames(X)), Zt = getME(m, "Zt"),
+    X = unname(X), X_names = I(as.character(colnames(X))), Zt = getME(m, "Zt"),
     theta_lower = cc_vec(getME(m, "lower")), nAGQ = nAGQ, versions = cc_versions()),
     cc_optinfo(m))
 }
@@ -209,7 +216,7 @@ cc_devfun <- function(data, formula, family, link = NULL, nAGQ = 1L, weights = N
     list(id = id, nAGQ = as.integer(nAGQ), lp0 = cc_vec(rho$lp0),
          start = cc_vec(if (stage2) c(rho$pp$theta, rho$pp$delb) else rho$pp$theta),
          xst = if (stage2) cc_vec(0.2 * c(rep(0.1, nth), pmin(sqrt(diag(rho$pp$unsc())), 10))),
-         lower = cc_vec(rho$lower), X_names = I(colnames(rho$pp$X)))
+         lower = cc_vec(rho$lower), X_names = I(as.character(colnames(rho$pp$X))))
   })
 }
 

@@ -227,6 +227,8 @@ class Decomposition:
         """Joint step (`solve`): the penalized weighted least squares for (u, β), blockwise."""
         cu = self.L.solve_L(self.L.LamtUt_dot(wz))
         rhs = self.V.T @ wz - self.RZX.T @ cu
+        if not rhs.size:                 # no fixed effects (`y ~ 0 + (1 | g)`): LAPACK refuses n = 0
+            return self.L.solve_Lt(cu), rhs
         # NaN in z (an overflowing (y − μ)/μ.eta) flows through, as in lme4, to PIRLS's NaN test
         beta = la.solve_triangular(self.RX, la.solve_triangular(self.RX, rhs, trans="T", check_finite=False),
                                    check_finite=False)
@@ -234,6 +236,8 @@ class Decomposition:
         return u, beta
 
     def unsc(self) -> np.ndarray:
-        """(RX'RX)⁻¹: the unscaled fixed-effects covariance (`pp$unsc()`, §7)."""
+        """(RX'RX)⁻¹: the unscaled fixed-effects covariance (`pp$unsc()`, §7); 0×0 for p = 0."""
+        if not self.RX.size:
+            return np.zeros((0, 0))
         RXinv = la.solve_triangular(self.RX, np.eye(self.RX.shape[0]))
         return RXinv @ RXinv.T

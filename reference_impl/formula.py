@@ -245,6 +245,8 @@ def _rhs(node: Node):
         elif node.op == "-":
             add(node.args[0], sign)
             add(node.args[1], -sign)
+        elif node.op == "neg":                  # `y ~ -1 + (1 | g)`
+            add(node.args[0], -sign)
         elif node.op == "num" and node.value in (0.0, 1.0):
             state["intercept"] = (node.value == 1.0) == (sign > 0)
         elif node.op == "paren" and node.args[0].op in ("|", "||"):

@@ -27,7 +27,7 @@ def frame(seed=3, N=60):
 R_DESIGN = """local({{
   gf <- lme4::glFormula({formula}, data = cc_test_design, family = binomial)
   rt <- gf$reTrms
-  list(X = unname(gf$X), X_names = I(colnames(gf$X)), Zt = rt$Zt, theta = I(rt$theta), lower = I(rt$lower),
+  list(X = unname(gf$X), X_names = I(as.character(colnames(gf$X))), Zt = rt$Zt, theta = I(rt$theta), lower = I(rt$lower),
        groups = I(names(rt$cnms)), cnms = I(unname(unlist(rt$cnms))), Gp = I(rt$Gp),
        levels = lapply(rt$flist, function(f) I(levels(f))),
        theta_names = I(names(lme4::getME(suppressWarnings(suppressMessages(
@@ -42,6 +42,7 @@ FORMULAS = [
     "y ~ x + (1 | a) + (1 | c)",                  # 5, 5: no reordering
     "y ~ x + (1 | g/sub)",
     "y ~ x + (1 | a:sub) + (1 | a)",
+    "y ~ -1 + (1 | g)",                           # no fixed effects: X is N×0
 ]
 
 
