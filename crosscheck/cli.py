@@ -121,7 +121,7 @@ def compare(case_file, data, formula, family, link, weights, offset, nagq, name,
         click.echo(json.dumps(report.to_json(), indent=1, allow_nan=False))
     else:
         click.echo(render_text(report, verbose))
-    sys.exit(EXIT_MATCH if report.passed else EXIT_MISMATCH)
+    sys.exit(EXIT_ERROR if report.undecided else EXIT_MATCH if report.passed else EXIT_MISMATCH)
 
 
 @main.command()

@@ -13,9 +13,10 @@ from typing import Any
 
 from . import diffs as D
 from .case import Case
-from .diagnose import STAGES, Diagnoser, Diagnosis
+from .diagnose import STAGES, Diagnoser, Diagnosis, Refusal
 from .diffs import Diff
-from .result import FitResult
+from .rbridge import RTimeout
+from .result import HARNESS_ERROR, TIMEOUT, FitResult
 from .scales import agq_is_relative
 from .sides import GlmmTMBSide, PythonSide, RSide, python_versions, saturated
 from .tolerances import Policy, Tolerance
@@ -75,6 +76,11 @@ class CaseReport:
     def passed(self) -> bool:
         return all(c.passed for c in self.results)
 
+    @property
+    def undecided(self) -> list[Comparison]:
+        """The comparisons without a verdict about the model (HARNESS_ERROR, TIMEOUT)."""
+        return [c for c in self.results if c.verdict in (HARNESS_ERROR, TIMEOUT)]
+
     def to_json(self) -> dict[str, Any]:
         return {"versions": self.versions,
                 "case": {**self.case.spec(), "saturated_minus2loglik": D.plain(self.saturated)},
@@ -104,7 +110,7 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
                 py = PythonSide(mode).fit(case, nAGQ, C)
                 t_py = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                diagnosis = diagnoser.run(nAGQ, mode, py, r)
+                diagnosis = _diagnose(diagnoser, nAGQ, mode, py, r)
                 timings = {"r_fit": t_r, "python_fit": t_py, "diagnosis": time.perf_counter() - t0,
                            "noise": diagnosis.noise.seconds if diagnosis.noise else 0.0}
                 diagnosis.notes += _notes(case, nAGQ, r)
@@ -119,6 +125,21 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
     versions = {**python_versions(), **{f"R:{k}" if k != "R" else k: v
                                         for k, v in r_side.versions.items()}}
     return CaseReport(case, versions, results, C)
+
+
+def _diagnose(diagnoser: Diagnoser, nAGQ: int, mode: str, py: FitResult, r: FitResult) -> Diagnosis:
+    """The diagnosis, or no verdict about the model where a side, or the diagnosis itself, failed
+    for the harness's reasons (HARNESS_ERROR) or ran past its time limit (TIMEOUT)."""
+    failures = {py.failure, r.failure} - {None}
+    if failures:
+        return Diagnosis(verdict=HARNESS_ERROR if HARNESS_ERROR in failures else TIMEOUT,
+                         refusal=Refusal(py.error, r.error, None))
+    try:
+        return diagnoser.run(nAGQ, mode, py, r)
+    except RTimeout as e:
+        return Diagnosis(verdict=TIMEOUT, notes=[f"diagnosis: {e}"])
+    except Exception as e:                  # noqa: BLE001 — the harness failed, not a side
+        return Diagnosis(verdict=HARNESS_ERROR, notes=[f"diagnosis failed: {type(e).__name__}: {e}"])
 
 
 def _notes(case: Case, nAGQ: int, r: FitResult) -> list[str]:

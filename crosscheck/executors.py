@@ -27,6 +27,7 @@ from typing import IO, Any, Callable, Iterable, Iterator
 from reference_impl.errors import ModelError
 
 from . import sources
+from .result import HARNESS_ERROR
 from .store import dumps
 
 
@@ -56,7 +57,8 @@ Executor = Callable[[Iterable[Job]], Iterator[dict]]
 
 def run_job(job: Job) -> dict[str, Any]:
     """Build the case and compare it: status `done` with the case file and the report, `error`
-    when the case cannot be built (message), `crash` when the harness failed (traceback)."""
+    when the case cannot be built (message), `harness-error` when the harness failed
+    (traceback)."""
     from .compare import compare_case
     from .sides import RSide
     from .tolerances import Policy
@@ -72,7 +74,7 @@ def run_job(job: Job) -> dict[str, Any]:
     except ModelError as e:
         out.update(status="error", error=str(e))
     except Exception:                                 # noqa: BLE001 — recorded, the sweep goes on
-        out.update(status="crash", error=traceback.format_exc())
+        out.update(status=HARNESS_ERROR, error=traceback.format_exc())
     out["seconds"] = time.perf_counter() - start
     return out
 

@@ -13,7 +13,7 @@ from xml.etree import ElementTree as ET
 from .store import Store, StoreError
 
 VERDICTS = ("match", "within-noise", "optimizer-only", "objective-mismatch", "design-mismatch", "se-mismatch",
-            "r-refused", "python-refused", "both-refused")
+            "r-refused", "python-refused", "both-refused", "harness-error", "timeout")
 BOTH_FIT = VERDICTS[:6]
 BEYOND_NOISE = VERDICTS[2:6]
 # quantities shown in the worst-difference table, in diagnosis order
@@ -70,7 +70,8 @@ def harness_line(store: Store, run_id: str) -> str:
     rows = store.query("SELECT status, count(*) AS n FROM cases WHERE run_id = ? GROUP BY 1", run_id)
     c = {r["status"]: r["n"] for r in rows}
     return (f"{sum(c.values())} cases: {c.get('done', 0)} compared, {c.get('error', 0)} refused "
-            f"by the case checks, {c.get('timeout', 0)} timed out, {c.get('crash', 0)} harness crashes")
+            f"by the case checks, {c.get('timeout', 0)} timed out, {c.get('harness-error', 0)} harness "
+            f"errors, {c.get('crash', 0)} worker crashes")
 
 
 def summary(store: Store, run_id: str) -> str:

@@ -10,6 +10,9 @@ import numpy as np
 from .diffs import plain
 
 Side = Literal["python", "r", "glmmtmb"]
+# Why a side gave no answer about the model (`FitResult.failure`): the bridge, glmer.R or the
+# harness's own code failed (or the reference crashed), or the side ran past its time limit.
+HARNESS_ERROR, TIMEOUT = "harness-error", "timeout"
 
 
 @dataclass
@@ -55,6 +58,12 @@ class FitResult:
         return self.error is None
 
     @property
+    def failure(self) -> str | None:
+        """HARNESS_ERROR or TIMEOUT when `error` is no verdict about the model; None for a fit or
+        the side's own refusal of the model."""
+        return self.extra.get("failure")
+
+    @property
     def pars(self) -> np.ndarray:
         """lme4's parameter vector at the optimum: θ for nAGQ = 0, c(θ, β) otherwise (§9)."""
         beta = list(self.fixef.values()) if self.nAGQ else []
@@ -75,11 +84,12 @@ class FitResult:
         """From the record of `cc_glmer_fit` / `cc_glmmtmb_fit` (as converted by the bridge).
 
         A failed record becomes a refusal whose messages are the warnings and messages R gave
-        before the error.
+        before the error, or a harness failure where glmer.R says the error was its own.
         """
         if not record["ok"]:
             return cls(side=side, error=record["error"],
-                       messages=[*record["messages"], *record["warnings"]])
+                       messages=[*record["messages"], *record["warnings"]],
+                       extra={"failure": HARNESS_ERROR} if record.get("harness") else {})
         value = dict(record["value"])
         theta = value.pop("theta")
         common = {name: value.pop(name) for name in _COMMON_FIELDS if name in value}

@@ -21,7 +21,7 @@ from reference_impl.families import make_family
 from .case import Case
 from .machine import fingerprint
 from .rbridge import RBridgeError, RSession, RTimeout
-from .result import FitResult
+from .result import HARNESS_ERROR, TIMEOUT, FitResult
 from .scales import absolute_minus2loglik, saturated_minus2loglik
 
 REFUSALS = (ri.ModelError, ri.PirlsError, ri.OptimizerError, np.linalg.LinAlgError)
@@ -88,11 +88,18 @@ def _on_absolute_scale(fit: FitResult, case: Case, C: float, lme4_version: str |
 
 
 def _refusal(side: str, error: BaseException, nAGQ: int) -> FitResult:
-    """A refusal; anything but a documented refusal keeps its traceback (a crash, not a verdict)."""
-    crash = not isinstance(error, REFUSALS)
-    text = str(error) if not crash else f"internal error: {type(error).__name__}: {error}"
-    extra = {"crash": True, "traceback": traceback.format_exc()} if crash else {}
-    return FitResult(side=side, error=text, nAGQ=nAGQ, extra=extra)
+    """A refusal; anything but a documented refusal is a harness failure that keeps its
+    traceback (a crash, not a verdict about the model)."""
+    if isinstance(error, REFUSALS):
+        return FitResult(side=side, error=str(error), nAGQ=nAGQ)
+    return harness_failure(side, error, nAGQ)
+
+
+def harness_failure(side: str, error: BaseException, nAGQ: int | None) -> FitResult:
+    """`error`, raised by the bridge or by code of the harness or the reference, as a side's
+    HARNESS_ERROR (with the traceback)."""
+    return FitResult(side=side, error=f"internal error: {type(error).__name__}: {error}", nAGQ=nAGQ,
+                     extra={"failure": HARNESS_ERROR, "crash": True, "traceback": traceback.format_exc()})
 
 
 class PythonSide:
@@ -176,7 +183,11 @@ class RSide:
             record = self.session.fit(case.data, case.formula, case.family, nAGQ=nAGQ,
                                       **self._args(case))
         except RTimeout as e:
-            return FitResult(side="r", error=f"timeout: {e}", nAGQ=nAGQ, extra={"timeout": True})
+            return FitResult(side="r", error=f"timeout: {e}", nAGQ=nAGQ, extra={"failure": TIMEOUT})
+        except ri.ModelError:                      # the formula outside the grammar: bad input
+            raise
+        except Exception as e:                     # noqa: BLE001 — the bridge failed, not glmer
+            return harness_failure("r", e, nAGQ)
         result = FitResult.from_r(record)
         result.nAGQ = nAGQ
         return _on_absolute_scale(result, case, C, self.versions.get("lme4"))
@@ -233,7 +244,11 @@ class GlmmTMBSide:
                                               weights=case.weights, offset=case.offset,
                                               timeout=self.timeout)
         except RTimeout as e:
-            return FitResult(side="glmmtmb", error=f"timeout: {e}", nAGQ=1)
+            return FitResult(side="glmmtmb", error=f"timeout: {e}", nAGQ=1, extra={"failure": TIMEOUT})
+        except ri.ModelError:
+            raise
+        except Exception as e:                     # noqa: BLE001 — the bridge failed, not glmmTMB
+            return harness_failure("glmmtmb", e, 1)
         result = FitResult.from_r(record, side="glmmtmb")
         result.nAGQ = 1
         return _on_absolute_scale(result, case, saturated(case) if saturated_C is None else saturated_C,

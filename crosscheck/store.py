@@ -5,7 +5,7 @@ Tables (docs/architecture.md has the columns):
 - `runs` — one per `crosscheck run`: its configuration (JSON) and status;
 - `versions` — each distinct set of versions (Python, numpy, scipy, rpy2, R, lme4, Matrix, …);
 - `cases` — one per (run, case key), unique: the case file, the full `CaseReport` JSON, status
-  (`done`, `error`, `timeout`, `crash`), seconds, the versions it ran with;
+  (`done`, `error`, `harness-error`, `timeout`, `crash`), seconds, the versions it ran with;
 - `fits` — one per (case, nAGQ, mode): verdict, passed, stage failed, both sides' −2 log L and errors;
 - `diffs` — one per compared quantity of a fit: |Δ|, relative Δ, tolerance, |Δ| / bound.
 
@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS cases (
     case_id INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL REFERENCES runs(run_id),
     case_key TEXT NOT NULL,               -- gen:<seed>:<index>, lme4:<dataset>, file:<path>
-    status TEXT NOT NULL,                 -- done | error | timeout | crash
+    status TEXT NOT NULL,                 -- done | error | harness-error | timeout | crash
     error TEXT, name TEXT, family TEXT, link TEXT, structure TEXT,
     stratum TEXT,                         -- a generated case's: strategies.STRATA
     cond_x REAL,                          -- a generated case's cond(X): its realized conditioning

@@ -8,7 +8,9 @@
 #
 # Every cc_*_fit / cc_devfun* function returns a record
 #   list(ok = TRUE/FALSE, error = <message or NULL>, warnings = <chr>, messages = <chr>, value = ...)
-# and never signals an error, warning or message itself. Formulas arrive as strings that the
+# and never signals an error, warning or message itself. The fits' records also say whether an
+# error was this script's own (harness = TRUE: the model was fitted, turning it into a record
+# failed) rather than the fitting function's refusal of the model. Formulas arrive as strings that the
 # Python side has validated; cc_formula still refuses anything but a single `~` call of the
 # grammar's operators and functions (cc_formula_calls).
 
@@ -51,6 +53,17 @@ cc_capture <- function(expr) {
     value <- withCallingHandlers(expr, warning = on_warning, message = on_message)
     record(TRUE, NULL, value)
   }, error = function(e) record(FALSE, cc_text(e), NULL))
+}
+
+# Fit with `fit()` and make the model a record with `post(model, texts)`. An error in `post` is
+# this script's failure, not a verdict about the model: the record then has harness = TRUE.
+cc_fit_record <- function(fit, post) {
+  fitted <- cc_capture(cc_collect(fit()))
+  if (!fitted$ok) return(c(fitted, harness = FALSE))
+  out <- cc_capture(post(fitted$value$value, fitted$value$texts))
+  out$warnings <- I(c(fitted$warnings, out$warnings))
+  out$messages <- I(c(fitted$messages, out$messages))
+  c(out, harness = !out$ok)
 }
 
 # Evaluate `expr` and note the texts of its warnings and messages, in order, letting them
@@ -184,11 +197,8 @@ cc_glmer_record <- function(m, texts) {
 # glmerControl() arguments. Record value: see cc_glmer_record.
 cc_glmer_fit <- function(data, formula, family, link = NULL, nAGQ = 1L, weights = NULL,
                          offset = NULL, control = NULL) {
-  cc_capture({
-    fit <- cc_glmer_call(data, formula, family, link, nAGQ, weights, offset, control)
-    m <- cc_collect(fit())
-    cc_glmer_record(m$value, m$texts)
-  })
+  cc_fit_record(function() cc_glmer_call(data, formula, family, link, nAGQ, weights, offset, control)(),
+                cc_glmer_record)
 }
 
 # --------------------------------------------------------------------------------------------
@@ -319,12 +329,11 @@ cc_glmmtmb_record <- function(m, texts) {
 }
 
 cc_glmmtmb_fit <- function(data, formula, family, link = NULL, weights = NULL, offset = NULL) {
-  cc_capture({
-    if (!requireNamespace("glmmTMB", quietly = TRUE)) stop("glmmTMB is not installed")
-    fit <- cc_model_call(quote(glmmTMB::glmmTMB), data, formula, family, link, weights, offset)
-    m <- cc_collect(fit())
-    cc_glmmtmb_record(m$value, m$texts)
-  })
+  if (!requireNamespace("glmmTMB", quietly = TRUE))
+    return(c(cc_capture(stop("glmmTMB is not installed")), harness = TRUE))
+  cc_fit_record(function() cc_model_call(quote(glmmTMB::glmmTMB), data, formula, family, link,
+                                         weights, offset)(),
+                cc_glmmtmb_record)
 }
 
 # --------------------------------------------------------------------------------------------

@@ -113,12 +113,12 @@ def test_the_command_line_bounds_every_r_call(reliability):
     started = time.monotonic()
     p = run_cli("compare", "--data", "R:lme4::cbpp", "--formula", CBPP, "--family", "binomial",
                 "--nagq", "1", "--timeout", "0.05", "--format", "json")
-    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert time.monotonic() - started < 60
     (result,) = json.loads(p.stdout)["results"]
-    assert result["verdict"] == "r-refused" and result["r"]["error"].startswith("timeout: R call interrupted")
+    assert result["verdict"] == "timeout" and result["r"]["error"].startswith("timeout: R call interrupted")
     reliability.add("fault", "R call past its timeout", "CLI compare --timeout 0.05",
-                    "exit 1 within a minute, r-refused", result["r"]["error"])
+                    "exit 2 within a minute, timeout (not a refusal)", result["r"]["error"])
 
 
 def test_an_r_error_inside_glmer_is_a_verdict_and_r_goes_on(reliability):
@@ -137,6 +137,34 @@ def test_an_r_error_inside_glmer_is_a_verdict_and_r_goes_on(reliability):
     r_side.drop(devfun)
     reliability.add("fault", "R error inside glmer's deviance function", "RSide.evaluate",
                     "that evaluation's error; the next one succeeds", bad.error)
+
+
+def test_errors_of_the_harness_are_no_verdict_about_the_model(R, monkeypatch, reliability):
+    """glmer fits, and glmer.R's post-processing of the fit fails (an injected error); the
+    reference crashes (an injected ValueError, not one of its refusals): `harness-error`, never
+    `r-refused` or `python-refused`; R goes on."""
+    case = Case.make(readme_example(), "y ~ x1 + (1 | subject)", "binomial", nagq=(1,))
+    R.eval("cc_saved_record <- cc_glmer_record\n"
+           "cc_glmer_record <- function(m, texts) stop('injected into glmer.R')")
+    try:
+        (c,) = compare_case(case, noise="none").results
+    finally:
+        R.eval("cc_glmer_record <- cc_saved_record; rm(cc_saved_record)")
+    assert c.verdict == "harness-error" and not c.passed
+    assert c.r.failure == "harness-error" and c.r.error == "injected into glmer.R" and c.python.ok
+    reliability.add("fault", "an error in glmer.R's post-processing of a fit", "compare_case",
+                    "harness-error (not r-refused)", c.r.error)
+
+    def crash(*args, **kwargs):
+        raise ValueError("injected into the reference")
+
+    monkeypatch.setattr("crosscheck.sides.ri.glmer", crash)
+    report = compare_case(case, noise="none")
+    (c,) = report.results
+    assert c.verdict == "harness-error" and report.undecided == [c] and c.r.ok
+    assert c.python.error == "internal error: ValueError: injected into the reference"
+    reliability.add("fault", "the reference crashes (not one of its refusals)", "compare_case",
+                    "harness-error (not python-refused)", c.python.error)
 
 
 # -- worker processes ----------------------------------------------------------------------------------
