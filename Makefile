@@ -9,7 +9,7 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # cores (a vector-term fit took 20 s with them, 4 s without), and sweeps run one process per core.
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: run test bench setup r-packages clean
+.PHONY: run test bench bench-harness setup r-packages clean
 
 run: setup
 	$(VENV)/bin/crosscheck run
@@ -24,6 +24,10 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+# the reference beside glmer at harness sizes: generated cases, per-fit time ratios (issue 15)
+bench-harness: setup
+	$(PY) benchmarks/harness_size.py
 
 setup: r-packages $(VENV)/.installed
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from reference_impl import OptimizerError, PirlsError
-from reference_impl.bobyqa import bobyqa
+from reference_impl.bobyqa import DBL_MAX, _powell, bobyqa
 from reference_impl.deriv import deriv12
 from reference_impl.nelder_mead import nelder_mead
 
@@ -90,6 +90,40 @@ def test_bobyqa_maxfun_code_and_message(R):
     out = R.eval(f"suppressWarnings(minqa::bobyqa(c(-1.2, 1), {rfn}, control = list(maxfun = 10))[c('ierr', 'msg')])")
     res = bobyqa(pyfn, x0, [-np.inf] * 2, [np.inf] * 2, maxfun=10)
     assert (res.code, res.message) == (out["ierr"], out["msg"])
+
+
+def test_powell_follows_pdfo():
+    """The direct Fortran call evaluates the points `pdfo()` does, on boxes with x0 on, near and
+    far from a bound, objectives infinite in part of the box, and small evaluation budgets."""
+    import warnings
+
+    from pdfo import pdfo
+
+    rng = np.random.default_rng(15)
+    for _ in range(60):
+        n = int(rng.integers(1, 5))
+        A, c = rng.normal(size=(n, n)), rng.normal(size=n)
+        lower = np.where(rng.random(n) < 0.6, 0.0, -np.inf)
+        x0 = np.maximum(np.abs(rng.normal(size=n)) * rng.choice([1, 1e-3, 0], size=n) + rng.choice([0, 0.3]), lower)
+        upper, npt, maxfev = np.full(n, np.inf), max(n + 2, 3), int(rng.integers(2, 60))
+        rhobeg = min(0.95, 0.2 * max(np.max(np.abs(x0)), 0.005))
+        paths = ([], [])
+
+        def f(x, path):
+            path.append(x.copy())
+            v = 0.5 * (x - c) @ (A @ A.T + 0.1 * np.eye(n)) @ (x - c) + np.sin(3 * x).sum()
+            return DBL_MAX if x.sum() > 4 else float(v)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = pdfo(lambda x: f(x, paths[0]), x0.copy(), method="bobyqa", bounds=np.column_stack([lower, upper]),
+                       options={"rhobeg": rhobeg, "rhoend": 1e-6 * rhobeg, "npt": npt, "maxfev": maxfev,
+                                "ftarget": -DBL_MAX, "classical": True, "scale": False, "honour_x0": False,
+                                "quiet": True})
+        x, fx, status, nf = _powell(lambda x: f(x, paths[1]), x0.copy(), lower, upper, rhobeg, 1e-6 * rhobeg,
+                                    npt, maxfev)
+        assert np.array_equal(np.array(paths[0]), np.array(paths[1]))
+        assert (x.tolist(), fx, status, nf) == (ref.x.tolist(), ref.fun, ref.status, ref.nfev)
 
 
 def test_bobyqa_passes_an_error_of_the_objective_on_at_once_and_silently(capfd):
