@@ -146,12 +146,20 @@ class Diagnoser:
             if [d for d in outside if not d.within_noise]:
                 out.stage_failed, out.verdict = k, VERDICT_OF_STAGE[k]
                 break
+        if mode == "exact" and out.stage_failed in (0, 1) and self._python_at_r is not None:
+            # never worse is checked whatever stage failed first (issue 13)
+            out.diffs += [d for d in optimum(mode, py, r, tol, self._python_at_r)
+                          if d.quantity in ("minus2loglik_excess", "optimum_gap")]
+            if out.noise is not None:
+                out.noise.annotate(out.diffs)
         beyond_tol = [d for d in out.diffs if d.gating and not d.ok]
         if out.stage_failed is None and beyond_tol:
             out.verdict = "within-noise"
             out.notes.append(
                 f"{len(beyond_tol)} difference(s) outside tolerance, each within the spread that "
-                f"rounding alone produces on the two sides (row order, {out.noise.orders} orders): "
+                f"rounding alone produces on the two sides (row order, {out.noise.orders} orders; ulps; "
+                + ("PIRLS's stopping test" if mode == "lme4" else "lme4's PIRLS error, which glmer carries")
+                + (", a flat objective" if out.noise.flat else "") + "): "
                 + ", ".join(f"{d.quantity} {d.noise_units:.2g} band(s)" for d in beyond_tol[:4])
                 + (" …" if len(beyond_tol) > 4 else ""))
         out.conditioning = self.conditioning(nAGQ, mode, py, r)
@@ -161,8 +169,8 @@ class Diagnoser:
     def band(self, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol) -> NoiseBand:
         """Both sides on each row order (`_row_orders_into`); both deviance functions at stage 1's
         points moved by a few ulps and, in lme4 mode, the reference's with its stopping test
-        rounded; with `noise="all"`, where this CPU has AVX-512 kernels, the reference again with
-        them off. Each compared with the same side unperturbed."""
+        rounded (in exact mode, its lme4 mode's: lme4's PIRLS error, which glmer carries); with
+        `noise="all"`, where this CPU has AVX-512 kernels, the reference again with them off. Each compared with the same side unperturbed."""
         t0 = time.perf_counter()
         band = NoiseBand()
         points, at_r, at_py = self._evaluations.get((nAGQ, mode), (None, None, None))
@@ -176,9 +184,12 @@ class Diagnoser:
                 for case_s in stopping_rounded(self.case):
                     band.add("python", _evaluation_diffs(PythonSide(mode).evaluate(case_s, nAGQ, points, lp0), at_py, tol))
                 band.stopping = STOPPING_ROUNDING
-            gaps = [abs(at[1].value - at[0].value) for at in (at_r, at_py)]
-            band.flat_gap = max(gaps) if np.all(np.isfinite(gaps)) else None
-            band.floor = objective_floor(len(self.case.data) + np.size(at_r[0].u), at_r[0].value)
+                gaps = [abs(at[1].value - at[0].value) for at in (at_r, at_py)]
+                band.flat_gap = max(gaps) if np.all(np.isfinite(gaps)) else None
+                band.floor = objective_floor(len(self.case.data) + np.size(at_r[0].u), at_r[0].value)
+            else:       # what glmer's objective carries by design: lme4's PIRLS error at these points
+                band.add("python", _evaluation_diffs(PythonSide("lme4").evaluate(self.case, nAGQ, points, lp0), at_py, tol))
+                band.lme4_pirls = True
         if self.noise == "all" and cpu_path.available():
             fit_c, at_c = self._cpu_path.refit(self.case, nAGQ, mode, py.saturated, points, lp0)
             if fit_c.ok:

@@ -10,7 +10,10 @@ The perturbations (`Diagnoser.band`):
 - lme4 mode: the reference's deviance function with PIRLS's stopping test moved by its own
   rounding (`stopping_rounded`);
 - where numpy has AVX-512 kernels, in `compare` and `investigate`: the reference once more with
-  them off (`cpu_path.py`).
+  them off (`cpu_path.py`);
+- exact mode, which evaluates a different function than glmer's (converged PIRLS): how far the
+  reference's lme4 mode is from it at the same points — lme4's PIRLS error, which glmer's objective
+  carries by design (gen:thorough:5: 2.3e-5 relative where lme4 stops PIRLS after 2 iterations).
 A quantity's *spread* on one side is its largest |perturbed − original|; its *band* is the larger
 of the two sides' spreads (for a gate baseline, also of the difference's own spread between CPU
 paths: `gate.py`). A difference outside its tolerance is *within noise* when |Δ| ≤ WITHIN · band:
@@ -144,6 +147,7 @@ class NoiseBand:
     refused: dict[str, int] = field(default_factory=lambda: {"python": 0, "r": 0})
     cpu_paths: list[str] = field(default_factory=list)      # other CPU paths the reference ran on
     stopping: float | None = None       # PIRLS's stopping test moved by this much of itself (lme4 mode)
+    lme4_pirls: bool = False            # exact mode: lme4's PIRLS error at stage 1's points included
     flat_gap: float | None = None       # largest |f(θ_py) − f(θ_r)| of the two deviance functions
     floor: float = 0.0                  # the objective's rounding floor (`objective_floor`)
     apart: bool = False                 # the two optima differ beyond θ's or β's tolerance
@@ -151,8 +155,8 @@ class NoiseBand:
 
     @property
     def flat(self) -> bool:
-        """The objective cannot tell the two optima apart: each deviance function rates them equal
-        within WITHIN bands of its own value. The set of equally good optima then spans at least
+        """The objective cannot tell the two optima apart (lme4 mode): each deviance function rates
+        them equal within WITHIN bands of its own value. The set of equally good optima then spans at least
         both, and the parameters (stage 2) move by as much between them: their band is at least
         their difference; so is that of what follows from them (stage 3) where the two optima lie
         apart (`apart`) — at one optimum, an SE difference stays the SEs' own (gen:thorough:83, a
@@ -198,6 +202,7 @@ class NoiseBand:
     def to_json(self) -> dict:
         return plain({"orders": self.orders, "within": WITHIN, "refused": dict(self.refused),
                       "cpu_paths": list(self.cpu_paths), "stopping": self.stopping, "ulps": ULPS,
+                      "lme4_pirls": self.lme4_pirls,
                       "flat": self.flat, "flat_gap": self.flat_gap, "floor": self.floor,
                       "apart": self.apart, "seconds": self.seconds,
                       "spread": {side: dict(sorted(s.items())) for side, s in self.spread.items()}})
