@@ -170,7 +170,8 @@ class Diagnoser:
         """Both sides on each row order (`_row_orders_into`); both deviance functions at stage 1's
         points moved by a few ulps and, in lme4 mode, the reference's with its stopping test
         rounded (in exact mode, its lme4 mode's: lme4's PIRLS error, which glmer carries); with
-        `noise="all"`, where this CPU has AVX-512 kernels, the reference again with them off. Each compared with the same side unperturbed."""
+        `noise="all"`, where this CPU has AVX-512 kernels, the reference again with them off.
+        Each compared with the same side unperturbed."""
         t0 = time.perf_counter()
         band = NoiseBand()
         points, at_r, at_py = self._evaluations.get((nAGQ, mode), (None, None, None))
