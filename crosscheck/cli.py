@@ -228,8 +228,8 @@ def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, tol,
         config = SweepConfig(**sizes, files=tuple(case_files), nagq=parse_nagq(nagq),
                              modes=MODES[mode], r_timeout=timeout, tol=tuple(tol))
         config.jobs()                                  # unknown data sets fail here, before R starts
-        for path in case_files:
-            Case.load(path)
+        for path in case_files:                        # the checks of `compare --case`
+            check_case(Case.load(path))
         run_id = start(store, config)
     out = Path(out or f".crosscheck/runs/{run_id}")
     out.mkdir(parents=True, exist_ok=True)

@@ -256,7 +256,7 @@ def _columns_of(var: Node, data: pd.DataFrame, full: bool):
         keep = levels if full else levels[1:]
         offset = 0 if full else 1
         M = (codes[:, None] == (np.arange(len(keep)) + offset)[None, :]).astype(float)
-        return [f"{var.value}{lv}" for lv in keep], M
+        return [f"{var.deparse()}{lv}" for lv in keep], M
     return [var.deparse()], _evaluated(var, data)[:, None]
 
 

@@ -18,8 +18,14 @@ from .errors import FormulaError, ModelError
 
 FUNCTIONS = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs}
 SPECIAL = ("I", "offset", "cbind")
+# a backticked name (R's non-syntactic column names, `x y`) is only ever a column name; no
+# backslash escapes, control characters or backticks inside it
 _TOKEN = re.compile(r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z.][A-Za-z0-9._]*)"
-                    r"|(?P<op>\|\||[~+\-*/^:|(),]))")
+                    r"|`(?P<quoted>[^`\\\x00-\x1f\x7f]+)`|(?P<op>\|\||[~+\-*/^:|(),]))")
+_QUOTED = re.compile(r"`[^`\\\x00-\x1f\x7f]+`")
+_SYNTACTIC = re.compile(r"(?:[A-Za-z]|\.(?![0-9]))[A-Za-z0-9._]*")
+_RESERVED = {"if", "else", "repeat", "while", "function", "for", "next", "break", "TRUE", "FALSE",
+             "NULL", "Inf", "NaN", "NA", "in"}
 # R's precedence, lowest first; `^` is right-associative
 _BINARY = {"~": 1, "|": 2, "||": 2, "+": 3, "-": 3, "*": 4, "/": 4, ":": 6, "^": 8}
 _UNARY_MINUS = 7
@@ -36,7 +42,8 @@ class Node:
     def deparse(self, parent: int = 0) -> str:
         """R's deparse: spaces around + - * / ~ |, none around ^ and :."""
         if self.op == "name":
-            return str(self.value)
+            syntactic = _SYNTACTIC.fullmatch(self.value) and self.value not in _RESERVED
+            return self.value if syntactic else f"`{self.value}`"
         if self.op == "num":
             return f"{self.value:.15g}"
         if self.op == "call":
@@ -53,7 +60,12 @@ class Node:
 
 
 def _tokenize(text: str) -> list[tuple[str, str, int]]:
-    for m in re.finditer(r"([A-Za-z.][A-Za-z0-9._]*)\s*\(", text):
+    for m in _QUOTED.finditer(text):
+        if text[m.end():].lstrip().startswith("("):
+            raise FormulaError(f"{m.group()} at position {m.start()} is a column name in backticks; "
+                               "it cannot be called")
+    unquoted = _QUOTED.sub(lambda m: " " * len(m.group()), text)      # positions kept
+    for m in re.finditer(r"([A-Za-z.][A-Za-z0-9._]*)\s*\(", unquoted):
         if m.group(1) not in FUNCTIONS and m.group(1) not in SPECIAL:
             raise FormulaError(f"function {m.group(1)!r} at position {m.start()} is not allowed in a formula "
                                f"(allowed: {', '.join([*FUNCTIONS, *SPECIAL])})")
@@ -64,7 +76,8 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
         if not m or m.end() == pos:
             bad = text[pos:].lstrip()[:1]
             raise FormulaError(f"character {bad!r} at position {len(text) - len(text[pos:].lstrip())} is not "
-                               "allowed in a formula (only column names, numbers, + - * / ^ : | || ~ ( ) , "
+                               "allowed in a formula (only column names, `quoted column names`, numbers, "
+                               "+ - * / ^ : | || ~ ( ) , "
                                "and the functions " + ", ".join([*FUNCTIONS, *SPECIAL]) + ")")
         kind = m.lastgroup
         tokens.append((kind, m.group(kind), m.start(kind)))
@@ -117,6 +130,8 @@ class _Parser:
                 self.take(")")
                 return Node("call", (value, *args))
             return Node("name", value=value)
+        if kind == "quoted":
+            return Node("name", value=value)
         if value == "(":
             inner = self.expr()
             self.take(")")
@@ -152,7 +167,7 @@ class RandomTerm:
 
     def to_r(self) -> str:
         lhs = " + ".join(["1" if self.intercept else "0"] + [t.label for t in self.terms])
-        return f"({lhs} | {self.group_name})"
+        return f"({lhs} | {':'.join(Node('name', value=g).deparse() for g in self.group)})"
 
 
 @dataclass(frozen=True)

@@ -193,9 +193,35 @@ def test_bad_data_through_the_api(bad, reliability, tmp_path):
 
 @pytest.mark.parametrize("bad", [b for b in BAD_DATA if b.cli], ids=lambda b: b.kind)
 def test_bad_data_through_the_cli(bad, reliability, tmp_path):
+    """`compare --case` and `run --case` refuse the case file up front, with the same message."""
     path = Case.make(**bad.spec).save(tmp_path / "case.json")
     message = refused_cleanly(run_cli("compare", "--case", str(path)), bad.check)
     reliability.add("bad input", bad.kind, "CLI compare --case", "exit 2", message)
+    message = refused_cleanly(run_cli("run", "--case", str(path), "--cases", "0", "--datasets", "none",
+                                      "--workers", "0", "--store", str(tmp_path / "s.sqlite"),
+                                      "--out", str(tmp_path / "out")), bad.check)
+    assert not (tmp_path / "out").exists()
+    reliability.add("bad input", bad.kind, "CLI run --case", "exit 2, before any fit", message)
+
+
+HUGE = [("a covariate × 1e300", dict(data=readme(x1=readme_example().x1 * 1e300))),
+        ("a huge finite prior weight (1e300)", dict(data=readme(w=np.r_[1e300, np.ones(14)]), weights="w"))]
+
+
+@pytest.mark.parametrize("kind, changes", HUGE, ids=[k for k, _ in HUGE])
+def test_huge_finite_values_are_refused_with_lme4s_message(kind, changes, reliability):
+    """Finite, so no up-front check refuses them; PIRLS overflows to NaN, and the reference
+    refuses with lme4's message in both modes (it crashed before issue 16)."""
+    case = check_case(Case.make(**spec(nagq=(0, 1), **changes)))
+    for k in case.nagq:
+        with pytest.raises(ri.PirlsError, match=r"^PIRLS loop resulted in NaN value$") as refused:
+            fit_reference(case, k)
+    reliability.add("bad input", kind, "reference_impl.glmer", "PirlsError", str(refused.value))
+    report = compare_case(case, modes=("lme4", "exact"), noise="failing")
+    assert [verdict_of(c) for c in report.results] == ["both-refused, reasons agree"] * 4
+    assert {c.r.error for c in report.results} == {"PIRLS loop resulted in NaN value"}
+    reliability.add("bad input", kind, "compare_case", "both-refused, reasons agree (lme4 and exact mode)",
+                    f"lme4: {report.results[0].r.error}")
 
 
 @dataclass(frozen=True)

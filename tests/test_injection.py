@@ -43,7 +43,8 @@ def touch(marker) -> str:
 FORMULAS = [
     ("a call in a term", "y ~ x1 + {code} + (1 | subject)", "function 'system' at position 9"),
     ("eval(parse())", "y ~ x1 + (1 | subject) + eval(parse(text = '{code}'))", "function 'eval' at position 25"),
-    ("backticks", "y ~ x1 + `system`('touch') + (1 | subject)", "character '`' at position 9"),
+    ("backticks", "y ~ x1 + `system`('touch') + (1 | subject)",
+     "`system` at position 9 is a column name in backticks; it cannot be called"),
     ("a second statement after ;", "y ~ x1 + (1 | subject); {code}", "function 'system' at position 24"),
     ("; without a call", "y ~ x1 + (1 | subject); y", "character ';' at position 22"),
     ("a second line", "y ~ x1 + (1 | subject)\n{code}", "function 'system' at position 23"),
@@ -118,6 +119,25 @@ def test_the_r_script_refuses_r_code_on_its_own_command_line(marker, reliability
     assert "function 'system' is not allowed in a formula" in p.stdout + p.stderr
     reliability.add("injection", "formula: a call in a term", "Rscript r_scripts/glmer.R", "error record",
                     "function 'system' is not allowed in a formula")
+
+
+def test_a_backticked_name_is_only_a_column_name(marker, reliability, tmp_path):
+    """Non-syntactic column names in backticks, as lme4 takes them (`x y`), here one that reads as
+    R code: both sides fit the column of that name, named as lme4 names it; nothing runs."""
+    name = touch(marker)
+    data = readme_example().rename(columns={"x1": name})
+    case = check_case(Case.make(data, f"y ~ `{name}` + (1 | subject)", "binomial", nagq=(0, 1)))
+    report = compare_case(case, noise="failing")
+    assert [c.verdict for c in report.results] == ["match", "match"]
+    assert list(report.results[1].r.fixef) == list(report.results[1].python.fixef) == ["(Intercept)", f"`{name}`"]
+    reliability.add("injection", "R code as a column name in backticks", "compare_case",
+                    "match: a column like any other", f"fixef `{name}`")
+    data.rename(columns={name: "x one"}).to_csv(tmp_path / "spaced.csv", index=False)
+    p = run_cli("compare", "--data", str(tmp_path / "spaced.csv"), "--family", "binomial", "--formula",
+                "y ~ `x one` + (1 | `subject`)", "--nagq", "1", "--noise", "none", "--format", "json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert list(json.loads(p.stdout)["results"][0]["r"]["fixef"]) == ["(Intercept)", "`x one`"]
+    reliability.add("injection", "a column name with a space, in backticks", "CLI compare", "exit 0, match")
 
 
 def code_named(marker) -> str:
