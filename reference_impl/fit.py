@@ -101,6 +101,7 @@ class GlmerFit:
     messages: list[str]
     optinfo: OptSummary
     versions: dict[str, str]
+    model: Model = field(repr=False, compare=False)   # the design, family and response fitted: built once
 
     @property
     def loglik(self) -> float:
@@ -508,7 +509,7 @@ def _report(model: Model, f: DevianceFunction, par: np.ndarray, opt: OptSummary,
         ldL2=float(ev.ldL2), ldRX2=float(decomp.ldRX2), ussq=float(ev.ussq), drsum=float(ev.drsum),
         wrss=wrss, aic_resp=float(ev.aic), saturated=float(saturated), nobs=model.N,
         df=model.p + nth + int(fam.has_scale), converged=converged, messages=messages,
-        optinfo=opt, versions=versions())
+        optinfo=opt, versions=versions(), model=model)
 
 
 def _varcorr(design, theta: np.ndarray, sigma2: float) -> dict[str, np.ndarray]:
@@ -531,24 +532,22 @@ def _vcov_hessian(H: np.ndarray, nth: int) -> tuple[np.ndarray, bool]:
 
 
 def _ranef(model: Model, theta: np.ndarray, ev) -> tuple[dict, dict]:
-    """b = Λû by term, level × column, and condVar faces `Λ_j A⁻¹ Λ_j'` (§7)."""
+    """b = Λû by term, level × column, and condVar faces `Λ_j A⁻¹ Λ_j'` (§7): Λ is block
+    diagonal, so each face is `T A⁻¹_block T'` from A⁻¹'s diagonal block of that level."""
     d = model.design
-    Lambdat = d.Lambdat(theta)
-    b = Lambdat.T @ ev.u
+    b = d.Lambdat(theta).T @ ev.u
     L = ev.pirls.decomp.L
-    if model.single_term:                  # A⁻¹ block diagonal: faces T A_l⁻¹ T', no q×q inverse
-        t, T = d.reterms[0], d.T(theta)[0]
-        return ({t.group: pd.DataFrame(b.reshape(t.nl, t.nc), index=list(t.levels), columns=list(t.cnms))},
-                {t.group: np.einsum("ij,ljk,mk->iml", T, L.Ainv_blocks(), T)})
-    Ainv = L.solve_A(np.eye(model.q))
-    Lam = Lambdat.T.toarray()
-    C = Lam @ Ainv @ Lam.T
+    Ainv = L.Ainv_blocks() if model.single_term else L.solve_A(np.eye(model.q))
     ranef, condvar = {}, {}
-    for i, t in enumerate(d.reterms):
+    for i, (t, T) in enumerate(zip(d.reterms, d.T(theta))):
         lo = d.Gp[i]
         block = b[lo:lo + t.nl * t.nc].reshape(t.nl, t.nc)
-        faces = np.stack([C[lo + j * t.nc: lo + (j + 1) * t.nc, lo + j * t.nc: lo + (j + 1) * t.nc]
-                          for j in range(t.nl)], axis=2)
+        if model.single_term:
+            blocks = Ainv
+        else:
+            idx = lo + np.arange(t.nl)[:, None] * t.nc + np.arange(t.nc)
+            blocks = Ainv[idx[:, :, None], idx[:, None, :]]
+        faces = np.einsum("ij,ljk,mk->iml", T, blocks, T)
         frame = pd.DataFrame(block, index=list(t.levels), columns=list(t.cnms))
         if t.group in ranef:                      # several terms of one factor share a data.frame
             ranef[t.group] = pd.concat([ranef[t.group], frame], axis=1)

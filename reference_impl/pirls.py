@@ -63,6 +63,13 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
     `u_prev`, `beta_prev` are the predictor's values before the run, used only by a step-halving
     in the first iteration, as in lme4.
     """
+    # one errstate for the whole run (7 µs each, several per iteration otherwise): PIRLS
+    # computes through inf and NaN as lme4's C++ does, and its own tests decide
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit)
+
+
+def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit) -> PirlsResult:
     fam, resp, X = model.family, model.response, model.X
     exact = mode == "exact"
     pred = predictor(model, theta)
@@ -77,18 +84,16 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
         """mu.eta, V(mu) and W^½ = mu.eta √(pw / V(mu)) at (eta, mu) (§2.3); inf or NaN where
         V(mu) ≤ 0 (mu outside the family's range), as in lme4: the loop refuses them (NaN)."""
         mueta, V = fam.mu_eta(eta), fam.variance(mu)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return mueta, V, mueta * np.sqrt(resp.pw / V)
+        return mueta, V, mueta * np.sqrt(resp.pw / V)
 
     def step(eta, mu, first):
         """W^½ and the weighted working response W^½ (z − offset) of the next least-squares step
         (§2.3); ±inf and NaN where lme4's are (mu.eta = 0 in probit's tail), for the NaN test."""
         mueta, V, sqrtW = weights(eta, mu)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = (resp.y - mu) / mueta
-            newton = newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r) if exact and not first else None
-            sqrtW, r = newton if newton is not None else (sqrtW, r)
-            return sqrtW, sqrtW * ((eta - offset) + r)
+        r = (resp.y - mu) / mueta
+        newton = newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r) if exact and not first else None
+        sqrtW, r = newton if newton is not None else (sqrtW, r)
+        return sqrtW, sqrtW * ((eta - offset) + r)
 
     def pdev_at(eta, mu, u):
         """Σ devResid and the penalized deviance; exact mode: NaN outside the family's domain
@@ -122,8 +127,7 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
             converged = _settled(olddelu, u, olddelb, beta, oldpdev, pdev, decrement)
         else:
             # pdev = 0, or DBL_MAX / pdev at the first iteration: C++'s inf/NaN
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                converged = abs(np.float64(oldpdev - pdev) / pdev) < tol
+            converged = abs(np.float64(oldpdev - pdev) / pdev) < tol
         if converged:
             trace.append((pdev, 0))
             break
@@ -161,14 +165,13 @@ def newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r):
     information ½ ∂²dev/∂η² = W − pw (y − μ)(μ''/V − μ'² V'/V²) (W = pw μ'²/V, Fisher's) where it
     is positive, Fisher's W elsewhere (the Hessian stays positive definite, the step a descent
     direction); Fisher's residual (y − μ)/μ' becomes W (y − μ)/(μ' W_step). None where the
-    information is not finite: the caller takes Fisher's step."""
-    with np.errstate(all="ignore"):
-        W = sqrtW * sqrtW
-        Wobs = W - resp.pw * (resp.y - mu) * (fam.link.mu_eta2(eta) / V - mueta * mueta * fam.dvariance(mu) / (V * V))
-        Wstep = np.where(Wobs > 0.0, Wobs, W)
-        if not np.all(np.isfinite(Wstep)):
-            return None
-        return np.sqrt(Wstep), r * (W / Wstep)
+    information is not finite: the caller takes Fisher's step. Runs under `pirls`'s errstate."""
+    W = sqrtW * sqrtW
+    Wobs = W - resp.pw * (resp.y - mu) * (fam.link.mu_eta2(eta) / V - mueta * mueta * fam.dvariance(mu) / (V * V))
+    Wstep = np.where(Wobs > 0.0, Wobs, W)
+    if not np.all(np.isfinite(Wstep)):
+        return None
+    return np.sqrt(Wstep), r * (W / Wstep)
 
 
 def _settled(olddelu, u, olddelb, beta, oldpdev, pdev, decrement) -> bool:

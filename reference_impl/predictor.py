@@ -34,9 +34,10 @@ class SparsePredictor(Predictor):
     def __init__(self, model, theta):
         self.model = model
         self.LamtZt = model.LamtZt(theta)
+        self.ZLam = self.LamtZt.T          # once per θ: `.T` builds a matrix per call
 
     def Zb(self, u):
-        return self.LamtZt.T @ u
+        return self.ZLam @ u
 
     def factor(self, sqrtW):
         LamtUt = self.LamtZt.copy()
