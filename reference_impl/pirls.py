@@ -80,11 +80,15 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
         zb = pred.Zb(u)
         return offset + zb if u_only else offset + X @ beta + zb
 
+    last = [None, None, None]          # (eta, mu, weights) of the last call: exact mode asks twice
+
     def weights(eta, mu):
         """mu.eta, V(mu) and W^½ = mu.eta √(pw / V(mu)) at (eta, mu) (§2.3); inf or NaN where
         V(mu) ≤ 0 (mu outside the family's range), as in lme4: the loop refuses them (NaN)."""
-        mueta, V = fam.mu_eta(eta), fam.variance(mu)
-        return mueta, V, mueta * np.sqrt(resp.pw / V)
+        if last[0] is not eta or last[1] is not mu:
+            mueta, V = fam.mu_eta(eta), fam.variance(mu)
+            last[:] = eta, mu, (mueta, V, mueta * np.sqrt(resp.pw / V))
+        return last[2]
 
     def step(eta, mu, first):
         """W^½ and the weighted working response W^½ (z − offset) of the next least-squares step
