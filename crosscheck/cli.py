@@ -1,7 +1,9 @@
 """`crosscheck` command line.
 
 Exit codes of every command: 0 all comparisons passed, 1 any mismatch, 2 harness or input error
-(the message names the problem; no traceback).
+(the message names the problem; no traceback), or a comparison without a verdict (a harness
+failure or a side past its time limit), 130 interrupted (SIGINT, Ctrl-C, or SIGTERM: within a
+moment, whichever side computes; `crosscheck/interrupt.py`).
 """
 from __future__ import annotations
 
@@ -15,24 +17,31 @@ import click
 from reference_impl.errors import ModelError, PirlsError
 
 from .case import Case, read_table, r_dataset_name
+from .interrupt import stoppable
 from .rbridge import RBridgeError
 from .validate import check_case
 
-EXIT_MATCH, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
+EXIT_MATCH, EXIT_MISMATCH, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 MODES = {"lme4": ("lme4",), "exact": ("exact",), "both": ("lme4", "exact")}
+TIMEOUT = 600.0                 # compare, investigate: seconds per R call and per reference fit
 
 
 def fails_cleanly(command):
-    """Input and harness errors end the command with their message and exit code 2."""
+    """Input and harness errors end the command with their message and exit code 2; SIGINT and
+    SIGTERM, whichever side computes, with "interrupted" and exit code 130."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with stoppable():
+                return command(*args, **kwargs)
         except (ModelError, RBridgeError, OSError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as e:                  # noqa: BLE001 — the harness's own failure, named
+            click.echo(f"harness error: {type(e).__name__}: {e}", err=True)
             sys.exit(EXIT_ERROR)
     return wrapper
 
@@ -98,7 +107,8 @@ def main():
 @click.option("--tol", multiple=True, metavar="KEY=VALUE",
               help="tolerance override, e.g. lme4.theta=1e-4 or exact.agq.objective=1e-6:1e-9")
 @click.option("--referee/--no-referee", default=False, help="also fit glmmTMB (Laplace) as referee")
-@click.option("--timeout", type=float, default=None, help="seconds per R call")
+@click.option("--timeout", type=float, default=TIMEOUT, show_default=True,
+              help="seconds per R call and per fit of the reference; a side past it: verdict timeout")
 @click.option("--verbose", is_flag=True, help="text: show every compared quantity")
 @click.option("--save-case", type=click.Path(dir_okay=False), help="write the case file")
 @click.option("--noise", type=click.Choice(["all", "failing", "none"]), default="all", show_default=True,
@@ -116,7 +126,8 @@ def compare(case_file, data, formula, family, link, weights, offset, nagq, name,
     policy = Policy.load("pyproject.toml", list(tol))
     if save_case:
         case.save(save_case)
-    report = compare_case(case, MODES[mode], policy, RSide(timeout=timeout), referee=referee, noise=noise)
+    report = compare_case(case, MODES[mode], policy, RSide(timeout=timeout), referee=referee, noise=noise,
+                          python_timeout=timeout)
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=1, allow_nan=False))
     else:
@@ -262,7 +273,8 @@ def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, tol,
 @click.option("--html", type=click.Path(dir_okay=False), default=None,
               help="write the self-contained HTML report here")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--timeout", type=float, default=None, help="seconds per R call")
+@click.option("--timeout", type=float, default=TIMEOUT, show_default=True,
+              help="seconds per R call and per fit of the reference")
 @fails_cleanly
 def investigate(case_file, data, formula, family, link, weights, offset, nagq, name, mode, at,
                 attribution, html, fmt, timeout):
@@ -278,7 +290,7 @@ def investigate(case_file, data, formula, family, link, weights, offset, nagq, n
     if at is not None and len(case.nagq) > 1:
         raise ModelError("--at needs a single --nagq (the parameter vector's length depends on it)")
     r_side = RSide(timeout=timeout)
-    invs = [run_investigation(case, k, mode, at, Policy.load("pyproject.toml"), r_side)
+    invs = [run_investigation(case, k, mode, at, Policy.load("pyproject.toml"), r_side, python_timeout=timeout)
             for k in case.nagq]
     reason = not_attributable(case) if attribution else "not asked for (--no-attribution)"
     att = None

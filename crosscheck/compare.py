@@ -88,10 +88,12 @@ class CaseReport:
 
 
 def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
-                 r_side: RSide | None = None, referee: bool = False, noise: str = "all") -> CaseReport:
+                 r_side: RSide | None = None, referee: bool = False, noise: str = "all",
+                 python_timeout: float | None = None) -> CaseReport:
     """Fit `case` with glmer and the reference (each mode) for every nAGQ of the case; diagnose,
     with the noise band measured for every comparison (`noise="all"`), only where a comparison
-    would otherwise fail (`"failing"`) or never (`"none"`)."""
+    would otherwise fail (`"failing"`) or never (`"none"`). R's calls are bounded by
+    `r_side.timeout`, the reference's fits by `python_timeout` (seconds; a side past it: TIMEOUT)."""
     policy = policy or Policy()
     r_side = r_side or RSide()
     C = saturated(case)
@@ -107,7 +109,7 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
                 tmb = GlmmTMBSide(r_side.session, r_side.timeout).fit(case, C)
             for mode in modes:
                 t0 = time.perf_counter()
-                py = PythonSide(mode).fit(case, nAGQ, C)
+                py = PythonSide(mode, python_timeout).fit(case, nAGQ, C)
                 t_py = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 diagnosis = _diagnose(diagnoser, nAGQ, mode, py, r)

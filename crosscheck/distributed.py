@@ -79,12 +79,17 @@ class DaskRunner:
     def __exit__(self, *exc) -> None:
         """Close the cluster once its nannies have restarted any killed worker: closing a nanny
         mid-restart fails inside distributed (`assert self.status in …`), after every result was
-        already delivered. Workers that survive a failed close exit by DEATH_TIMEOUT."""
+        already delivered. Workers that survive a failed close exit by DEATH_TIMEOUT. Interrupted
+        (KeyboardInterrupt: Ctrl-C, SIGTERM), the workers are killed first."""
+        interrupted = exc[0] is not None and not issubclass(exc[0], Exception)
         if self.cluster is not None:
-            try:
-                self.client.wait_for_workers(self.workers, timeout=30)
-            except TimeoutError:
-                pass
+            if interrupted:             # a nanny asks a busy worker to stop and waits 4 s
+                self._kill_workers()
+            else:
+                try:
+                    self.client.wait_for_workers(self.workers, timeout=30)
+                except TimeoutError:
+                    pass
         if self.client is not None:
             self.client.close()
         if self.cluster is not None:
@@ -92,6 +97,14 @@ class DaskRunner:
                 self.cluster.close()
             except (AssertionError, RuntimeError, TimeoutError):
                 pass
+
+    def _kill_workers(self) -> None:
+        """SIGKILL the local cluster's worker processes, their nannies told not to restart them
+        (their finished cases are stored; the running ones are lost, as on SIGKILL)."""
+        for nanny in self.cluster.workers.values():
+            nanny.close_gracefully(reason="crosscheck interrupted")
+            if nanny.pid:
+                os.kill(nanny.pid, signal.SIGKILL)
 
     def imap_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]
                        ) -> Iterator[tuple[Any, Any, str | None]]:

@@ -96,11 +96,13 @@ class Investigation:
 
 
 def investigate(case: Case, nAGQ: int, mode: str = "lme4", at=None, policy: Policy | None = None,
-                r_side: RSide | None = None, points: int = 21) -> Investigation:
+                r_side: RSide | None = None, points: int = 21,
+                python_timeout: float | None = None) -> Investigation:
     """Diagnose `case` at one nAGQ and mode and gather the evidence (module doc). `at`: the
-    parameter vector of the PIRLS trace (lme4's: θ for nAGQ = 0, c(θ, β) otherwise)."""
+    parameter vector of the PIRLS trace (lme4's: θ for nAGQ = 0, c(θ, β) otherwise); the
+    reference's fit is bounded by `python_timeout` seconds, R's calls by `r_side.timeout`."""
     r_side = r_side or RSide()
-    report = compare_case(case.with_nagq([nAGQ]), (mode,), policy, r_side)
+    report = compare_case(case.with_nagq([nAGQ]), (mode,), policy, r_side, python_timeout=python_timeout)
     c = report.results[0]
     d = c.diagnosis
     inv = Investigation(report.to_json()["case"], nAGQ, mode, d.verdict,

@@ -39,7 +39,9 @@ against ``reference_impl.formula``'s grammar first (FormulaError) and R never se
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -328,12 +330,18 @@ class RSession:
         """Start R and source the scripts. rpy2 puts R's library path (with the system's
         /usr/lib/…) into LD_LIBRARY_PATH; R's libraries are loaded by then, and a Python started
         from this process with it would load the system's libpython instead of its own (Dask's
-        and the sweep's workers, spawned later, failed to import ssl), so it is put back."""
+        and the sweep's workers, spawned later, failed to import ssl), so it is put back. rpy2
+        sets SIGINT's handler to Python's default; the one before (`interrupt.stoppable`'s) is
+        put back too."""
         saved = os.environ.get("LD_LIBRARY_PATH")
+        main = threading.current_thread() is threading.main_thread()
+        sigint = signal.getsignal(signal.SIGINT) if main else None
         import rpy2.rinterface as ri
 
         with self._converting():
             ri.initr_simple()
+            if sigint is not None:
+                signal.signal(signal.SIGINT, sigint)
             _poll_while_sleeping()
             for script in sorted(R_SCRIPTS.glob("*.R")):
                 self._run(lambda: ri.baseenv["source"](str(script), local=ri.globalenv))
@@ -345,8 +353,6 @@ class RSession:
     # -- context ------------------------------------------------------------------------------
     def _converting(self):
         """Hold the R lock inside rpy2's localconverter (default rules)."""
-        import contextlib
-
         import rpy2.robjects as ro
         from rpy2.robjects.conversion import localconverter
 
@@ -457,17 +463,69 @@ class RSession:
         return self.call("cc_versions")
 
     def _run(self, thunk, timeout: float | None = None):
-        """Run `thunk` (the lock is held), translating R failures and enforcing `timeout`."""
+        """Run `thunk` (the lock is held), translating R failures, enforcing `timeout`, and
+        raising KeyboardInterrupt where a stop was asked for (`request_stop`) while R ran."""
         from rpy2.rinterface_lib.embedded import RRuntimeError
 
         interrupt = _Interrupter(timeout)
         try:
-            with interrupt:
+            with interrupt, _in_r():
                 return thunk()
         except RRuntimeError as e:
+            if _STOP.is_set():
+                raise KeyboardInterrupt from None
             if interrupt.fired:
                 raise RTimeout(f"R call interrupted after {timeout} s") from None
             raise RBridgeError(str(e).strip()) from None
+
+
+# -- stopping: crosscheck.interrupt's signal handlers ask, R is interrupted, Python raises ----------
+_STOP = threading.Event()
+_BUSY = threading.local()              # this thread's depth of calls into R
+_R_LOCK = threading.RLock()            # R's interrupt flag and `_r_running` (re-entered by a
+                                       # signal handler of the thread that holds it)
+_r_running = 0                         # calls into R in progress (one thread at a time)
+
+
+@contextlib.contextmanager
+def _in_r():
+    global _r_running
+    if _STOP.is_set():
+        raise KeyboardInterrupt
+    depth = getattr(_BUSY, "depth", 0)
+    _BUSY.depth = depth + 1
+    with _R_LOCK:
+        _r_running += 1
+    try:
+        yield
+    finally:
+        _BUSY.depth = depth
+        with _R_LOCK:
+            _r_running -= 1
+            if _STOP.is_set():          # R may have finished before it polled the flag; R left
+                _set_r_interrupt(0)     # with it set would stop on its next (exit) call
+    if _STOP.is_set() and depth == 0:
+        raise KeyboardInterrupt
+
+
+def in_r() -> bool:
+    """This thread is inside a call into R (or a callback from R into Python)."""
+    return getattr(_BUSY, "depth", 0) > 0
+
+
+def request_stop() -> None:
+    """Stop: R's running call is interrupted, and each later one at once; the bridge raises
+    KeyboardInterrupt when it returns. Safe from signal handlers and other threads."""
+    _STOP.set()
+    with _R_LOCK:
+        if _r_running:
+            _set_r_interrupt(1)
+
+
+def _set_r_interrupt(value: int) -> None:
+    from rpy2.rinterface_lib import openrlib
+
+    openrlib.rlib.R_interrupts_pending = value
 
 
 def _grammatical(formula: str) -> str:

@@ -19,6 +19,7 @@ from reference_impl.design import build_design
 from reference_impl.families import make_family
 
 from .case import Case
+from .interrupt import Timeout, time_limit
 from .machine import fingerprint
 from .rbridge import RBridgeError, RSession, RTimeout
 from .result import HARNESS_ERROR, TIMEOUT, FitResult
@@ -103,19 +104,24 @@ def harness_failure(side: str, error: BaseException, nAGQ: int | None) -> FitRes
 
 
 class PythonSide:
-    """`reference_impl` in `mode` ("lme4" or "exact")."""
+    """`reference_impl` in `mode` ("lme4" or "exact"); a fit past `timeout` seconds is a TIMEOUT."""
 
-    def __init__(self, mode: str = "lme4"):
+    def __init__(self, mode: str = "lme4", timeout: float | None = None):
         self.mode = mode
         self.name = f"python-{mode}"
+        self.timeout = timeout
 
     def fit(self, case: Case, nAGQ: int, saturated_C: float | None = None) -> FitResult:
         C = saturated(case) if saturated_C is None else saturated_C
         try:
-            design = build_design(case.formula, case.data, weights=case.weights, offset=case.offset)
-            fit = ri.glmer(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
-                           weights=case.weights, offset=case.offset, mode=self.mode,
-                           control=case.control)
+            with time_limit(self.timeout):
+                design = build_design(case.formula, case.data, weights=case.weights, offset=case.offset)
+                fit = ri.glmer(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
+                               weights=case.weights, offset=case.offset, mode=self.mode,
+                               control=case.control)
+        except Timeout:
+            return FitResult(side="python", error=f"timeout: the reference's fit ran past {self.timeout:g} s",
+                             nAGQ=nAGQ, extra={"failure": TIMEOUT})
         except Exception as e:                       # noqa: BLE001 — a crash is reported, not raised
             return _refusal("python", e, nAGQ)
         result = FitResult.from_reference(fit, design)

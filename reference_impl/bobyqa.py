@@ -49,14 +49,15 @@ def bobyqa(fn, x0, lower, upper, rhobeg=None, rhoend=None, maxfun=10000) -> Boby
     rhobeg = float(rhobeg) if rhobeg is not None else min(0.95, 0.2 * float(np.max(np.abs(x0))))
     rhoend = float(rhoend) if rhoend is not None else 1e-6 * rhobeg
     fn(x0)
-    raised: list[Exception] = []
+    raised: list[BaseException] = []
 
     def calfun(x):
-        # an exception must not cross the Fortran frames (f2py prints "capi_return is NULL"
-        # and a failed call-back): it is kept, -DBL_MAX ends the run (ftarget)
+        # an exception, KeyboardInterrupt included, must not cross the Fortran frames (f2py
+        # prints "capi_return is NULL" and a failed call-back): it is kept, -DBL_MAX ends the run
+        # (ftarget)
         try:
             f = float(fn(np.array(x, dtype=float)))
-        except Exception as e:                          # noqa: BLE001 — re-raised below
+        except BaseException as e:                      # noqa: BLE001 — re-raised below
             raised.append(e)
             return -DBL_MAX
         return f if np.isfinite(f) else DBL_MAX

@@ -13,6 +13,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ from crosscheck.compare import compare_case
 from crosscheck.datasets import readme_example, simulated
 from crosscheck.executors import SubprocessPool
 from crosscheck.rbridge import RTimeout
-from crosscheck.sides import RSide
+from crosscheck.sides import PythonSide, RSide
 from crosscheck.store import Store
 from crosscheck.sweep import SweepConfig, start, sweep
 from reliability import CLI, refused_cleanly, run_cli
@@ -121,6 +122,25 @@ def test_the_command_line_bounds_every_r_call(reliability):
                     "exit 2 within a minute, timeout (not a refusal)", result["r"]["error"])
 
 
+def test_a_reference_fit_past_its_time_limit_is_a_timeout_not_a_refusal(reliability):
+    """The reference's fit bounded by `python_timeout` (compare's --timeout): verdict `timeout`
+    for that side, no verdict about the model; 100 fits racing their limits either finish or time
+    out, and none leaves its interruption behind."""
+    case = Case.make(readme_example(), "y ~ x1 + (1 | subject)", "binomial", nagq=(1,))
+    report = compare_case(case, noise="none", python_timeout=1e-3)
+    (c,) = report.results
+    assert c.verdict == "timeout" and report.undecided == [c] and c.r.ok
+    assert c.python.failure == "timeout" and c.python.error.startswith("timeout: the reference's fit ran past")
+    reliability.add("fault", "a reference fit past its time limit", "compare_case",
+                    "timeout (not python-refused)", c.python.error)
+    outcomes = Counter()
+    for k in range(100):
+        fit = PythonSide("lme4", timeout=0.01 * (1 + k % 10)).fit(case, 0)
+        outcomes[fit.failure or "fitted"] += 1
+    assert outcomes["fitted"] and outcomes["timeout"] and sum(outcomes.values()) == 100
+    assert PythonSide("lme4").fit(case, 1).ok
+
+
 def test_an_r_error_inside_glmer_is_a_verdict_and_r_goes_on(reliability):
     """lme4 refuses AGQ for a vector term that exact mode fits: `r-refused` with lme4's message;
     an R error inside a deviance-function evaluation is that evaluation's error; R goes on."""
@@ -165,6 +185,73 @@ def test_errors_of_the_harness_are_no_verdict_about_the_model(R, monkeypatch, re
     assert c.python.error == "internal error: ValueError: injected into the reference"
     reliability.add("fault", "the reference crashes (not one of its refusals)", "compare_case",
                     "harness-error (not python-refused)", c.python.error)
+
+
+# -- stopping a command ----------------------------------------------------------------------------
+# `crosscheck compare` with one side held computing: the real glmer fit (or reference fit) again and
+# again, a marker file touched when it starts, so that the signal arrives while that side computes
+HELD = """
+import pathlib, sys
+import crosscheck.rbridge, reference_impl
+owner, name = {"r": (crosscheck.rbridge.RSession, "fit"), "python": (reference_impl, "glmer")}[sys.argv[1]]
+real, marker = getattr(owner, name), pathlib.Path(sys.argv[2])
+def held(*args, **kwargs):
+    marker.touch()
+    while True:
+        real(*args, **kwargs)
+setattr(owner, name, held)
+from crosscheck.cli import main
+sys.argv = ["crosscheck", *sys.argv[3:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("side, sig", [("r", signal.SIGINT), ("python", signal.SIGINT), ("r", signal.SIGTERM)],
+                         ids=["glmer-SIGINT", "reference-SIGINT", "glmer-SIGTERM"])
+def test_compare_stops_within_two_seconds_whichever_side_computes(side, sig, tmp_path, readme_csv,
+                                                                  reliability):
+    """SIGINT (Ctrl-C) or SIGTERM while glmer, or the reference, computes: "interrupted", exit
+    code 130 within 2 s, no traceback. Before issue 16, glmer went on to the end."""
+    marker = tmp_path / "started"
+    data = ("--data", "R:lme4::VerbAgg", "--formula", "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)") \
+        if side == "r" else ("--data", str(readme_csv), "--formula", "y ~ x1 + (1 | subject)")
+    p = subprocess.Popen([sys.executable, "-c", HELD, side, str(marker), "compare", *data, "--family", "binomial",
+                          "--nagq", "1", "--noise", "none"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: marker.exists() or p.poll() is not None, 120)
+    assert p.poll() is None, p.communicate()
+    time.sleep(0.5)
+    sent = time.monotonic()
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert p.returncode == 130 and took < 2.0, (p.returncode, took, err)
+    assert "Traceback" not in err and "Exception ignored" not in err and err.strip().endswith("interrupted"), err
+    what = {"r": "glmer", "python": "the reference"}[side]
+    reliability.add("fault", f"{signal.Signals(sig).name} while {what} computes", "CLI compare",
+                    "exit 130 within 2 s, no traceback", "interrupted")
+
+
+@pytest.mark.parametrize("executor", ["dask", "processes"])
+def test_a_sweep_stops_within_two_seconds_and_keeps_what_it_finished(executor, tmp_path, reliability):
+    """SIGINT to `crosscheck run` (a Dask cluster, or worker subprocesses) once a case is stored:
+    exit 130 within 2 s, no traceback; the finished cases stay stored, the run is `interrupted`
+    (and `--resume` finishes it: test_sweep)."""
+    db = tmp_path / "store.sqlite"
+    p, run_id = start_sweep("--cases", "60", "--seed", "stop", *SMALL_RUN, "--workers", "2", "--executor",
+                            executor, "--store", str(db), "--out", str(tmp_path / "out"))
+    wait_for(lambda: db.exists() and stored(db, run_id), 300)
+    sent = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=60)[1]
+    took = time.monotonic() - sent
+    assert p.returncode == 130 and took < 2.0, (p.returncode, took, err)
+    assert "Traceback" not in err and err.strip().endswith("interrupted"), err
+    with sqlite3.connect(db) as con:
+        (status,) = con.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    kept = stored(db, run_id)
+    assert status == "interrupted" and kept and set(kept.values()) == {1}
+    reliability.add("fault", "SIGINT to a sweep", f"crosscheck run --executor {executor}",
+                    "exit 130 within 2 s; finished cases kept, run interrupted", "interrupted")
 
 
 # -- worker processes ----------------------------------------------------------------------------------
