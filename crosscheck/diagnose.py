@@ -123,7 +123,7 @@ class Diagnoser:
 
     def run(self, nAGQ: int, mode: str, py: FitResult, r: FitResult) -> Diagnosis:
         if not (py.ok and r.ok):
-            return _refused(py, r)
+            return self._refused(nAGQ, mode, py, r)
         tol = lambda q: self.policy.get(mode, nAGQ, q)      # noqa: E731 — one policy lookup per diff
         stages = (lambda: design(py, r, tol),
                   lambda: self.objective(nAGQ, mode, py, r, tol),
@@ -163,6 +163,28 @@ class Diagnoser:
                 + ", ".join(f"{d.quantity} {d.noise_units:.2g} band(s)" for d in beyond_tol[:4])
                 + (" …" if len(beyond_tol) > 4 else ""))
         out.conditioning = self.conditioning(nAGQ, mode, py, r)
+        return out
+
+    def _refused(self, nAGQ: int, mode: str, py: FitResult, r: FitResult) -> Diagnosis:
+        """A refusal; in lme4 mode, where glmer fits and the reference stopped at a parameter
+        vector where glmer's own deviance function stops too, with the same reason, the two
+        optimizers only took different paths (they are the same algorithm, so rounding parted
+        them): `within-noise`, the refusal kept. The optimizer's path itself is not checked."""
+        out = _refused(py, r)
+        at = py.extra.get("failed_at")
+        if mode != "lme4" or out.verdict != "python-refused" or at is None or self.noise == "none":
+            return out
+        at = np.asarray(at, float)
+        k = nAGQ if at.size > len(r.theta) else 0           # stage 1's point (θ only) or stage 2's
+        try:
+            (ev,) = self.r_side.evaluate(self._devfun(k, None, self.case), [at])
+        except RBridgeError:
+            return out
+        if ev.error and reasons_agree(py.error, ev.error):
+            out.verdict = "within-noise"
+            out.notes.append(f"the reference stopped at {np.array2string(at, precision=6)} (nAGQ {k}), where "
+                             f"glmer's own deviance function stops too ({ev.error}); glmer's optimizer "
+                             "took another path, parted from the reference's by rounding")
         return out
 
     # -- the noise band -----------------------------------------------------------------------------

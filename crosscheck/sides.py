@@ -92,7 +92,9 @@ def _refusal(side: str, error: BaseException, nAGQ: int) -> FitResult:
     """A refusal; anything but a documented refusal is a harness failure that keeps its
     traceback (a crash, not a verdict about the model)."""
     if isinstance(error, REFUSALS):
-        return FitResult(side=side, error=str(error), nAGQ=nAGQ)
+        at = getattr(error, "at", None)         # where the reference's deviance function stopped
+        return FitResult(side=side, error=str(error), nAGQ=nAGQ,
+                         extra={} if at is None else {"failed_at": [float(x) for x in at]})
     return harness_failure(side, error, nAGQ)
 
 

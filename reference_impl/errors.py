@@ -10,7 +10,10 @@ class FormulaError(ModelError):
 
 
 class PirlsError(RuntimeError):
-    """One of lme4's PIRLS failures (spec §3.2), with lme4's message."""
+    """One of lme4's PIRLS failures (spec §3.2), with lme4's message; `at`: the parameter vector
+    of the deviance-function evaluation that met it, where there was one."""
+
+    at = None
 
 
 class OptimizerError(RuntimeError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .agq import check_vector_agq, vector_agq_by_level
-from .errors import ModelError
+from .errors import ModelError, PirlsError
 from .ghrule import ghrule
 from .pirls import TOL_PWRSS, PirlsResult, pirls
 
@@ -88,15 +88,19 @@ class DevianceFunction:
         m = self.model
         theta = pars[:self.nth]
         eta = m.offset + self.lp0
-        if self.nAGQ == 0:
-            res = pirls(m, theta, eta, m.offset, self._u, self._beta, u_only=False,
-                        mode=self.mode, tol=self.tol)
-            beta = res.beta
-            self._beta = res.beta
-        else:
-            beta = pars[self.nth:]
-            res = pirls(m, theta, eta, m.offset + m.X @ beta, self._u, self._beta, u_only=True,
-                        mode=self.mode, tol=self.tol)
+        try:
+            if self.nAGQ == 0:
+                res = pirls(m, theta, eta, m.offset, self._u, self._beta, u_only=False,
+                            mode=self.mode, tol=self.tol)
+                beta = res.beta
+                self._beta = res.beta
+            else:
+                beta = pars[self.nth:]
+                res = pirls(m, theta, eta, m.offset + m.X @ beta, self._u, self._beta, u_only=True,
+                            mode=self.mode, tol=self.tol)
+        except PirlsError as e:
+            e.at = pars
+            raise
         self._u = res.u
         aic = m.aic(res.mu, res.drsum)
         if self.nAGQ <= 1:

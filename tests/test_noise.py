@@ -9,7 +9,7 @@ from crosscheck import diffs as D
 from crosscheck.case import Case
 from crosscheck.compare import compare_case
 from crosscheck.noise import WITHIN, NoiseBand, objective_floor, stopping_rounded, ulp_moved
-from crosscheck.sides import PythonSide
+from crosscheck.sides import PythonSide, RSide
 from crosscheck.tolerances import Tolerance
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -98,3 +98,21 @@ def test_exact_mode_allows_lme4_s_pirls_error_and_always_checks_never_worse(R):
     assert bare.diagnosis.stage_failed == 1
     excess = next(d for d in bare.diffs if d.quantity == "minus2loglik_excess")
     assert excess.ok and excess.python <= excess.r + 1e-8
+
+
+def test_a_refusal_where_glmer_s_own_deviance_function_refuses_is_noise(R):
+    """gen:thorough:4 (binomial, quasi-separated, crossed; 64 rows), nAGQ 0: the reference's
+    BOBYQA tries θ = (63.66, 0), where PIRLS's step-halvings fail — and so do glmer's, from the
+    same lp0; glmer's optimizer, parted from it by rounding, never goes there. Where the
+    reference refuses so, the verdict says it; where it fits, it agrees."""
+    case = Case.load(FIXTURES / "refused-where-glmer-refuses.json")
+    theta = np.array([63.65987483, 0.0])
+    r_side = RSide()
+    devfun = r_side.devfun(case, 0)
+    (at_r,) = r_side.evaluate(devfun, [theta])
+    (at_py,) = PythonSide("lme4").evaluate(case, 0, [theta], np.asarray(devfun["lp0"], float))
+    assert at_r.error and at_py.error and "step-halvings" in at_r.error and "step-halvings" in at_py.error
+    (c,) = compare_case(case, ("lme4",), noise="failing").results
+    assert c.passed, c.verdict
+    if not c.python.ok:
+        assert c.verdict == "within-noise" and "glmer's own deviance function stops too" in c.diagnosis.notes[0]
