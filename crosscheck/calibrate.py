@@ -85,7 +85,7 @@ tolerance (1e-7 relative on the penalized deviance) and the factor of the penult
 (§3.2), so objectives differ by up to ~1e-5 relative. The optimum is judged on the exact objective:
 `minus2loglik_excess` (exact optimum − exact objective at glmer's optimum) must be ≤ 1e-9 relative
 — exact is never worse. `optimum_gap` (the same, in absolute value; bound 1e-3 in −2 log L units),
-θ, β, deviance, SEs, ranef and fitted values are then glmer's numerical error, reported but not
+−2 log L, θ, β, deviance, SEs, ranef and fitted values are then glmer's numerical error, reported but not
 gating (shown as `info`); on cbpp glmer's Hessian-based SEs are 0.5–1.3 % below exact mode's.
 
 """

@@ -372,8 +372,10 @@ def optimum(mode: str, py: FitResult, r: FitResult, tol, python_at_r: float | No
     functions (converged vs lme4's PIRLS), so the optimum is judged on the exact objective —
     `minus2loglik_excess` = exact at its optimum − exact at glmer's optimum ≤ tol (never worse);
     `optimum_gap` = the same difference in absolute value (how far glmer's optimum is from the
-    exact one, in −2 log L units), θ, β and the deviance are reported, informational."""
-    out = [D.scalar("minus2loglik", py.minus2loglik, r.minus2loglik, tol("minus2loglik"), 2)]
+    exact one, in −2 log L units), −2 log L (glmer's carries its PIRLS error), θ, β and the deviance
+    are reported, informational."""
+    out = _informational_in_exact(mode, [D.scalar("minus2loglik", py.minus2loglik, r.minus2loglik,
+                                                  tol("minus2loglik"), 2)])
     if mode == "exact" and python_at_r is not None:
         gap = D.scalar("optimum_gap", python_at_r - py.objective, 0.0, tol("optimum_gap"), 2)
         gap.gating = False      # glmer's numerical error, measured: exact far better is a finding about glmer
