@@ -75,8 +75,11 @@ def plain(v):
 
 
 def scalar(quantity: str, python: float, r: float, tol: Tolerance, stage: int) -> Diff:
-    """|python − r| against `tol`; NaN on either side fails unless both are NaN."""
+    """|python − r| against `tol`; NaN on either side fails unless both are NaN; equal values
+    (the same infinity included) differ by 0."""
     python, r = float(python), float(r)
+    if python == r:
+        return Diff(quantity, python, r, 0.0, 0.0, tol.to_json(), True, stage)
     if math.isnan(python) or math.isnan(r):
         ok = math.isnan(python) and math.isnan(r)
         return Diff(quantity, python, r, None, None, tol.to_json(), ok, stage)

@@ -478,6 +478,8 @@ def _report(model: Model, f: DevianceFunction, par: np.ndarray, opt: OptSummary,
     beta = ev.beta if nAGQ == 0 else par[nth:]
     saturated = fam.saturated_aic(resp.y, resp.n, resp.pw)
     value = ev.value
+    if mode == "lme4" and np.isnan(value) and opt.stages:
+        value = opt.stages[-1].fval     # lme4's dev is opt$fval (§7): +Inf where every evaluation was NaN (§5.5)
     minus2 = value + saturated if nAGQ > 1 else value
     decomp = ev.pirls.decomp
     wrss = float(np.sum(resp.pw / fam.variance(ev.mu) * (resp.y - ev.mu) ** 2))
