@@ -10,7 +10,10 @@ converges linearly for non-canonical links and on small designs cycles for hundr
 iterations. The factor kept, and so the Laplace objective, uses lme4's (Fisher) weights.
 Exact mode's first step from lp0 is Fisher's (Newton's from a linear predictor that is no iterate
 can leave the family's domain), a deviance outside that domain counts as NaN, and the loop stops
-at the previous iterate when no halving of a descent step lowers the deviance (issue 13).
+at the previous iterate when no halving of a descent step lowers the deviance (issue 13). A run
+that fails, or stops although its step promised a decrease beyond rounding (a plateau of the
+family's clamps, §2.2), is repeated from glmer's start η0 and the lower result kept, so the value
+does not depend on lp0.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ class PirlsResult:
     drsum: float
     iterations: int
     trace: list[tuple[float, int]] = field(default_factory=list)   # (pdev, step-halvings)
+    stuck: bool = False            # exact: stopped where a descent step promised more (plateau)
 
     @property
     def ussq(self) -> float:
@@ -66,7 +70,32 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
     # one errstate for the whole run (7 µs each, several per iteration otherwise): PIRLS
     # computes through inf and NaN as lme4's C++ does, and its own tests decide
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit)
+        if mode != "exact":
+            return _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit)
+        return _exact_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, tol, maxit)
+
+
+def _exact_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, tol, maxit) -> PirlsResult:
+    """Exact mode: PIRLS from `eta`, and again from glmer's start η0 = offset + linkfun(mustart)
+    (§5.2) when that run fails or sticks, the lower penalized deviance kept. A family's clamps
+    (§2.2) make the deviance flat where μ sits at a bound on the wrong side of y, e.g. from an lp0
+    beyond them under separation; no descent step leaves such a plateau, η0 is inside them."""
+    try:
+        first = _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, "exact", tol, maxit)
+    except PirlsError as e:
+        if eta is model.eta0:
+            raise
+        first, failure = None, e
+    if first is not None and (not first.stuck or eta is model.eta0):
+        return first
+    try:
+        again = _pirls(model, theta, model.eta0, offset, np.zeros(model.q), np.zeros(model.p), u_only,
+                       "exact", tol, maxit)
+    except PirlsError:
+        if first is None:
+            raise failure from None
+        return first
+    return again if first is None or again.pdev < first.pdev else first
 
 
 def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit) -> PirlsResult:
@@ -108,7 +137,7 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
             return drsum, np.nan
         return drsum, drsum + float(u @ u)
 
-    oldpdev, trace, converged, drsum = DBL_MAX, [], False, np.nan
+    oldpdev, trace, converged, drsum, stuck = DBL_MAX, [], False, np.nan, False
     for it in range(EXACT_MAXIT if exact else maxit):
         olddelu, olddelb, oldeta, oldmu, olddrsum = u, beta, eta, mu, drsum
         sqrtW, wz = step(eta, mu, it == 0)
@@ -134,6 +163,12 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
             converged = abs(np.float64(oldpdev - pdev) / pdev) < tol
         if converged:
             trace.append((pdev, 0))
+            if exact:
+                stuck = not _rounding(decrement, oldpdev)
+                if it > 0 and not _rounding(pdev - oldpdev, oldpdev):
+                    # settled by a rise beyond rounding (a wild step where W is ~eps under
+                    # separation): the previous iterate is the lower
+                    u, beta, eta, mu, drsum, pdev = olddelu, olddelb, oldeta, oldmu, olddrsum, oldpdev
             break
         halvings = 0
         while (np.isnan(pdev) or pdev > oldpdev) and halvings < MAXSTEPHALFIT:
@@ -147,7 +182,9 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
         trace.append((pdev, halvings))
         if exact and it > 0 and not pdev <= oldpdev:
             # no step along a descent direction lowers the deviance: the previous iterate is
-            # the minimum to rounding (ill-conditioned steps are noise there)
+            # the minimum to rounding (ill-conditioned steps are noise there) or, when the step
+            # promised a decrease beyond rounding, a plateau (`stuck`)
+            stuck = not _rounding(decrement, oldpdev)
             u, beta, eta, mu, drsum, pdev = olddelu, olddelb, oldeta, oldmu, olddrsum, oldpdev
             converged = True
             break
@@ -161,7 +198,7 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
     if exact:
         _, _, sqrtW = weights(eta, mu)
         decomp = Decomposition(pred.factor(sqrtW), X, sqrtW)
-    return PirlsResult(u, beta, eta, mu, decomp, drsum, it + 1, trace)
+    return PirlsResult(u, beta, eta, mu, decomp, drsum, it + 1, trace, stuck)
 
 
 def newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r):
@@ -186,4 +223,10 @@ def _settled(olddelu, u, olddelb, beta, oldpdev, pdev, decrement) -> bool:
     step = max(np.max(np.abs(u - olddelu), initial=0.0), np.max(np.abs(beta - olddelb), initial=0.0))
     scale = 1.0 + max(np.max(np.abs(u), initial=0.0), np.max(np.abs(beta), initial=0.0))
     return (step <= 1e-12 * scale or abs(oldpdev - pdev) <= 8 * np.finfo(float).eps * abs(pdev)
-            or (pdev >= oldpdev and decrement <= 1e-10 * (1.0 + abs(pdev))))
+            or (pdev >= oldpdev and _rounding(decrement, pdev)))
+
+
+def _rounding(change: float, pdev: float) -> bool:
+    """`change` of the penalized deviance `pdev` (a step's promised decrease, or a rise) is below
+    rounding (a relative 1e-10: ill-conditioned steps are noise of that size)."""
+    return change <= 1e-10 * (1.0 + abs(pdev))

@@ -103,3 +103,20 @@ def test_pinned_rounding_case_fits():
     case = Case.load(CASES / "exact-pirls-rounding.json")
     fit = _fit(case, 0)
     assert fit.objective <= _exact_at(case, 0, _pars(_fit(case, 0, "lme4"))) + 1e-8
+
+
+def test_pinned_separation_case_fits_from_any_lp0():
+    """exact-separation-stuck: perfectly separable, so the penalized deviance falls to the floor of
+    the binomial clamps (§2.2) as β → ±∞; exact mode reaches it (below glmer's −2logLik) and its
+    objective does not depend on lp0, even one far beyond the clamps on the wrong side of every y,
+    where the deviance is flat and exact PIRLS used to stop (288.35) or refuse ('Downdated VtV')."""
+    case = Case.load(CASES / "exact-separation-stuck.json")
+    fit, lme4 = _fit(case, 0), _fit(case, 0, "lme4")
+    assert fit.minus2loglik <= lme4.minus2loglik + 1e-8
+    assert fit.objective <= _exact_at(case, 0, _pars(lme4)) + 1e-8
+    kw = dict(family=case.family, link=case.link, weights=case.weights, offset=case.offset)
+    f = ri.devfun(case.formula, case.data, nAGQ=0, mode="exact", **kw)
+    wrong = -1e6 * (2.0 * f.model.response.y - 1.0)
+    for lp0 in (f.lp0, ri.devfun(case.formula, case.data, nAGQ=0, mode="lme4", **kw).lp0, wrong):
+        g = ri.devfun(case.formula, case.data, nAGQ=0, mode="exact", lp0=lp0, **kw)
+        assert [g(p) for p in (_pars(fit), _pars(lme4))] == pytest.approx([fit.objective] * 2, abs=1e-12)
