@@ -106,7 +106,8 @@ class DevianceFunction:
         if self.nAGQ <= 1:
             value = res.ldL2 + res.ussq + aic
         else:
-            value = self._agq(theta, beta, res)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # nodes far out: C's inf/NaN
+                value = self._agq(theta, beta, res)
         self.nevals += 1
         self.last = Evaluation(pars, float(value), res, aic, beta)
         return float(value)
