@@ -89,8 +89,12 @@ def scalar(quantity: str, python: float, r: float, tol: Tolerance, stage: int) -
 
 
 def at_most(quantity: str, python: float, r: float, tol: Tolerance, stage: int) -> Diff:
-    """One-sided: `python − r ≤ tol` (python may be any amount below r)."""
+    """One-sided: `python − r ≤ tol` (python may be any amount below r). An r that is NaN or +inf
+    (no finite value there: glmer's optimum outside the exact objective's domain) is above any
+    finite python."""
     python, r = float(python), float(r)
+    if math.isfinite(python) and not (r < math.inf):
+        return Diff(quantity, python, r, -math.inf, -math.inf, tol.to_json(), True, stage)
     d = python - r
     return Diff(quantity, python, r, d, d / abs(r) if r else math.inf, tol.to_json(),
                 d <= tol.bound(r), stage)
