@@ -117,7 +117,6 @@ class PythonSide:
         C = saturated(case) if saturated_C is None else saturated_C
         try:
             with time_limit(self.timeout):
-                design = build_design(case.formula, case.data, weights=case.weights, offset=case.offset)
                 fit = ri.glmer(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
                                weights=case.weights, offset=case.offset, mode=self.mode,
                                control=case.control)
@@ -126,7 +125,7 @@ class PythonSide:
                              nAGQ=nAGQ, extra={"failure": TIMEOUT})
         except Exception as e:                       # noqa: BLE001 — a crash is reported, not raised
             return _refusal("python", e, nAGQ)
-        result = FitResult.from_reference(fit, design)
+        result = FitResult.from_reference(fit, fit.model.design)     # the design the fit was built on
         result.versions = {**python_versions(), "reference_mode": self.mode}
         return _on_absolute_scale(result, case, C, REFERENCE_LME4_VERSION)
 
