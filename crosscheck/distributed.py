@@ -5,11 +5,17 @@ threaded and one embedded R lives in each worker process); `DaskRunner(scheduler
 joins an existing cluster. `imap_unordered(fn, items)` yields `(item, result, error)` as cases
 finish, so the caller can store each result at once.
 
+A worker gets cases once R runs in it (`_prepare`: neither R's start nor the import of `fn`
+counts against a case's time limit), one per thread: the scheduler would queue a case behind a
+running one, and a worker that dies takes every case assigned to it. An item is taken from
+`items` the moment it is handed to a worker.
+
 Faults cost one case, never the sweep: a worker that dies mid-case (SIGKILL, a crash inside R) is
 not retried with the same case (`allowed-failures` = 0) and the case comes back with an error; a
 case still running `timeout` seconds after it started ends its own worker process (a watchdog
-thread in the worker; the nanny starts a fresh process, and R with it) and comes back with an
-error that says so. Everything else keeps running.
+thread in the worker) and comes back with an error that says so. The nanny starts a fresh
+process, which gets cases once R runs in it. Everything else keeps running; a cluster without a
+worker able to take cases for RESTART_TIMEOUT seconds ends the sweep with an error.
 """
 from __future__ import annotations
 
@@ -17,22 +23,26 @@ import os
 import signal
 import threading
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 WORKER_DIED = "worker died while running this case (a crash, a kill, or its time limit of {} s)"
-DEATH_TIMEOUT = 5.0        # seconds a worker outlives a scheduler it cannot reach (a killed sweep)
+RESTART_TIMEOUT = 120.0    # seconds a worker process may take to start (the nannies' death_timeout)
+POLL = 0.1                 # seconds between looks at the cases in flight and the workers
+CLOSE_TIMEOUT = 1.0        # seconds the cluster may take to close once its workers are killed
+_END = object()
 
 
-class StartR:
-    """Worker plugin: start the embedded R (and source r_scripts/) when the worker starts, so the
-    first case does not pay for it and a broken R installation fails the worker, not a case."""
+def _prepare(fn: Callable[[Any], Any]) -> None:
+    """Start the embedded R (and source r_scripts/) in this worker process; `fn` arrives imported,
+    with its module. rpy2 warns that R, started outside the main thread, cannot take Ctrl-C: a
+    worker is never interrupted, only killed."""
+    from .rbridge import RSession
 
-    name = "crosscheck-start-r"
-
-    def setup(self, worker) -> None:
-        from .rbridge import RSession
-
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "R is not initialized by the main thread")
         RSession.get()
 
 
@@ -62,47 +72,38 @@ class DaskRunner:
     def __enter__(self) -> DaskRunner:
         import dask
         from distributed import Client, LocalCluster
-        from distributed.diagnostics.plugin import WorkerPlugin
 
         dask.config.set({"distributed.scheduler.allowed-failures": 0})   # no retry of a killer
         if self.scheduler is None:
             self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
                                         processes=True, dashboard_address=None,
                                         worker_dashboard_address=None, host="127.0.0.1", silence_logs=50,
-                                        death_timeout=DEATH_TIMEOUT)
+                                        death_timeout=RESTART_TIMEOUT)
+            self.cluster.shutdown_on_close = False      # closed by __exit__, not again at exit (10 s)
             self.client = Client(self.cluster)
         else:
             self.client = Client(self.scheduler)
-        self.client.register_plugin(type("StartRPlugin", (StartR, WorkerPlugin), {})())
         return self
 
     def __exit__(self, *exc) -> None:
-        """Close the cluster once its nannies have restarted any killed worker: closing a nanny
-        mid-restart fails inside distributed (`assert self.status in …`), after every result was
-        already delivered. Workers that survive a failed close exit by DEATH_TIMEOUT. Interrupted
-        (KeyboardInterrupt: Ctrl-C, SIGTERM), the workers are killed first."""
-        interrupted = exc[0] is not None and not issubclass(exc[0], Exception)
+        """Kill a local cluster's worker processes, then close: every result was delivered (or the
+        sweep was interrupted: its finished cases are stored), and a nanny asked to close waits
+        4 s for a busy worker, fails on one it is restarting and waits forever on one it failed
+        to restart. Worker processes die with this process anyway (distributed's parent pipe)."""
         if self.cluster is not None:
-            if interrupted:             # a nanny asks a busy worker to stop and waits 4 s
-                self._kill_workers()
-            else:
-                try:
-                    self.client.wait_for_workers(self.workers, timeout=30)
-                except TimeoutError:
-                    pass
+            self._kill_workers()
         if self.client is not None:
-            self.client.close()
+            self.client.close(timeout=CLOSE_TIMEOUT)
         if self.cluster is not None:
             try:
-                self.cluster.close()
+                self.cluster.close(timeout=CLOSE_TIMEOUT)
             except (AssertionError, RuntimeError, TimeoutError):
                 pass
 
     def _kill_workers(self) -> None:
-        """SIGKILL the local cluster's worker processes, their nannies told not to restart them
-        (their finished cases are stored; the running ones are lost, as on SIGKILL)."""
+        """SIGKILL the local cluster's worker processes, their nannies told not to restart them."""
         for nanny in self.cluster.workers.values():
-            nanny.close_gracefully(reason="crosscheck interrupted")
+            nanny.close_gracefully(reason="crosscheck sweep over")
             if nanny.pid:
                 os.kill(nanny.pid, signal.SIGKILL)
 
@@ -110,27 +111,46 @@ class DaskRunner:
                        ) -> Iterator[tuple[Any, Any, str | None]]:
         """`fn(item)` for every item on the cluster; `(item, result, None)` or `(item, None,
         error)` in the order they finish. `fn` must be importable (a module-level function)."""
-        from distributed import as_completed
+        from distributed import KilledWorker
 
         pending = iter(items)
-        item_of = {}
+        exhausted = False
+        cases: dict[Any, tuple[Any, str]] = {}     # future → (item, its worker's address)
+        starting: dict[Any, str] = {}              # future of `_prepare` → worker address
+        ready: set[str] = set()                    # workers with R running
+        last_ready = time.monotonic()
+        while cases or not exhausted:
+            threads = self.client.nthreads()       # the workers alive now
+            for future in [f for f in starting if f.done()]:
+                address = starting.pop(future)
+                if future.status == "finished":
+                    ready.add(address)
+                elif not isinstance(future.exception(), KilledWorker):
+                    raise RuntimeError(f"Dask worker {address} cannot start R or import "
+                                       f"{fn.__name__}: {future.exception()!r}")
+            ready &= threads.keys()
+            for address in threads.keys() - ready - set(starting.values()):
+                starting[self._submit(address, _prepare, fn)] = address
+            if ready:
+                last_ready = time.monotonic()
+            elif time.monotonic() - last_ready > RESTART_TIMEOUT:
+                raise RuntimeError(f"no Dask worker able to take cases for {RESTART_TIMEOUT:g} s")
+            busy = Counter(address for _, address in cases.values())
+            for address in ready:
+                while not exhausted and busy[address] < threads[address]:
+                    item = next(pending, _END)
+                    exhausted = item is _END
+                    if not exhausted:
+                        future = self._submit(address, _with_deadline, fn, item, self.timeout)
+                        cases[future] = item, address
+                        busy[address] += 1
+            for future in [f for f in cases if f.done()]:
+                yield cases.pop(future)[0], *self._outcome(future)
+            time.sleep(POLL)
 
-        def submit_next(running: as_completed) -> None:
-            item = next(pending, None)
-            if item is not None:
-                future = self.client.submit(_with_deadline, fn, item, self.timeout, pure=False)
-                item_of[future] = item
-                running.add(future)
-
-        # As many cases in flight as the cluster has threads: a worker never holds a case queued
-        # behind its running one, so a worker that dies takes only the running case with it
-        # (the scheduler counts every task assigned to a dead worker as a suspect).
-        running = as_completed([])
-        for _ in range(max(1, sum(self.client.nthreads().values()))):
-            submit_next(running)
-        for future in running:
-            yield item_of.pop(future), *self._outcome(future)
-            submit_next(running)
+    def _submit(self, address: str, fn: Callable, *args):
+        """`fn(*args)` on the worker at `address` (elsewhere should it die before it starts)."""
+        return self.client.submit(fn, *args, workers=[address], allow_other_workers=True, pure=False)
 
     def _outcome(self, future) -> tuple[Any, str | None]:
         from distributed import KilledWorker
@@ -146,7 +166,8 @@ class DaskRunner:
 class DaskExecutor:
     """A sweep executor (crosscheck.executors: jobs in, `run_job` results out as they finish) on
     a Dask cluster: `DaskExecutor(workers=N)` local, `DaskExecutor(scheduler=ADDRESS)` existing.
-    A case whose worker died or ran out of time is a `crash` result; the sweep goes on."""
+    A case whose worker died or ran out of time is a `crash` result (its seconds counted from when
+    it was handed to its worker); the sweep goes on."""
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None,
                  timeout: float | None = None):
@@ -155,9 +176,15 @@ class DaskExecutor:
     def __call__(self, jobs) -> Iterator[dict[str, Any]]:
         from .executors import run_job
 
-        started = time.monotonic()
+        handed: dict[str, float] = {}
+
+        def handing(jobs):
+            for job in jobs:
+                handed[job.key] = time.monotonic()
+                yield job
+
         with self.runner as runner:
-            for job, result, error in runner.imap_unordered(run_job, jobs):
+            for job, result, error in runner.imap_unordered(run_job, handing(jobs)):
                 yield result if error is None else {
                     "key": job.key, "status": "crash", "error": error,
-                    "seconds": time.monotonic() - started}
+                    "seconds": time.monotonic() - handed[job.key]}

@@ -1,5 +1,6 @@
 """Sweeps on Dask distributed (issue 5): the same results with 2 workers as with 1; a worker killed
-mid-case, or a case past its deadline, costs only that case; an existing scheduler can be used.
+mid-case, or a case past its deadline, costs only that case, also when several are, and the sweep
+still stops within 2 s of SIGTERM; an existing scheduler can be used.
 """
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ from crosscheck.distributed import DaskExecutor
 from crosscheck.store import Store
 from crosscheck.sweep import SweepConfig, start, sweep
 
+# 8 generated cases: gen:dask:0 and gen:dask:2 (their comparisons measure the noise band) take 2–3 s
+# each on an idle machine, 8–11 s on a busy one, the others 0.1–0.5 s (gen:dask:3 0.1 s) and over
+# 1 s on a busy one: the two are past a limit of LIMIT s, and on a busy machine others too.
+LIMIT = 1.2
+PAST_LIMIT = ["run", "--cases", "8", "--seed", "dask", "--max-groups", "6", "--datasets", "none",
+              "--nagq", "0", "--mode", "lme4", "--case-timeout", str(LIMIT), "--workers", "2",
+              "--shrink", "0"]
 CONFIG = SweepConfig(cases=4, seed="dask", max_groups=6, datasets=("cbpp",), nagq=(0, 1),
                      modes=("lme4", "exact"))
 
@@ -144,3 +152,55 @@ def test_run_on_an_existing_scheduler(tmp_path):
     assert p.returncode == 0, p.stderr
     with sqlite3.connect(tmp_path / "s.sqlite") as con:
         assert con.execute("SELECT count(*), min(status) FROM cases").fetchone() == (1, "done")
+
+
+def cases(db: Path) -> dict[str, tuple[str, str | None, float]]:
+    """case key → (status, error, seconds) of the store's one run."""
+    with sqlite3.connect(db, timeout=60) as con:
+        return {k: (s, e, t) for k, s, e, t in
+                con.execute("SELECT case_key, status, error, seconds FROM cases")}
+
+
+@pytest.mark.slow
+def test_cases_past_their_limit_are_killed_and_the_rest_run_on_restarted_workers(tmp_path):
+    """Each case past its limit kills its worker and is stored as a crash within a few seconds of
+    its limit; the nannies restart the workers, the other cases run, the run finishes. Before, a
+    restarted worker started R (a worker plugin) within its nanny's 5 s (death_timeout): under load
+    it did not, the nannies gave up, and the sweep waited forever for workers."""
+    db = tmp_path / "s.sqlite"
+    p = subprocess.run([sys.executable, "-m", "crosscheck.cli", *PAST_LIMIT, "--store", str(db),
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=150)
+    assert p.returncode == 0, p.stderr
+    stored = cases(db)
+    assert stored.keys() == {f"gen:dask:{i}" for i in range(8)}
+    killed = {k for k, (status, _, _) in stored.items() if status == "crash"}
+    assert {"gen:dask:0", "gen:dask:2"} <= killed and len(killed) < 8, stored
+    for key in killed:
+        _, error, seconds = stored[key]
+        assert f"time limit of {LIMIT} s" in error and LIMIT <= seconds < LIMIT + 3, stored[key]
+    assert all(stored[k][:2] == ("done", None) for k in stored.keys() - killed), stored
+
+
+@pytest.mark.slow
+def test_sigterm_while_a_killed_worker_restarts(tmp_path):
+    """SIGTERM once a case past its limit is stored (its worker restarting): exit 130 within 2 s,
+    the stored cases kept, the run `interrupted`."""
+    db = tmp_path / "s.sqlite"
+    p = subprocess.Popen([sys.executable, "-m", "crosscheck.cli", *PAST_LIMIT, "--store", str(db),
+                          "--out", str(tmp_path / "out")], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stderr.readline().startswith("run ")                   # the run is in the store
+    deadline = time.monotonic() + 120
+    while "crash" not in {status for status, _, _ in cases(db).values()}:
+        assert time.monotonic() < deadline and p.poll() is None, p.communicate()
+        time.sleep(0.05)
+    kept = cases(db)
+    sent = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=60)[1]
+    took = time.monotonic() - sent
+    assert p.returncode == 130 and took < 2.0, (p.returncode, took, err)
+    assert "Traceback" not in err and err.strip().endswith("interrupted"), err
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT status FROM runs").fetchone() == ("interrupted",)
+    assert cases(db).items() >= kept.items()
