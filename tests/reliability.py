@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,18 @@ RECORD = Record()
 def run_cli(*args, env=None) -> subprocess.CompletedProcess:
     """`crosscheck ARGS` in a fresh process (its own embedded R)."""
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600, env=env)
+
+
+def interrupted_cleanly(p: subprocess.Popen, sig: int) -> str:
+    """Send `sig` to the running command `p`: it exits 130 within 2 s, no traceback, its last
+    words "interrupted"; its stderr."""
+    sent = time.monotonic()
+    p.send_signal(sig)
+    err = p.communicate(timeout=60)[1]
+    took = time.monotonic() - sent
+    assert p.returncode == 130 and took < 2.0, (p.returncode, took, err)
+    assert "Traceback" not in err and "Exception ignored" not in err and err.strip().endswith("interrupted"), err
+    return err
 
 
 def refused_cleanly(p: subprocess.CompletedProcess, *fragments: str) -> str:
