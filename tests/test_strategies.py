@@ -53,7 +53,7 @@ def test_every_true_mean_is_inside_the_support(family, link):
     mean_inside_support(family, link)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(st.data())
 def mean_inside_support(family, link, data):
     case = data.draw(cases(max_groups=40, family_link=(family, link)))
@@ -140,7 +140,7 @@ def test_generated_cases_are_valid_for_both_sides(family, link, structure, compa
 @given(st.data())
 def check(family, link, structure, compare_case, data):
     drawn = data.draw(cases(max_groups=6, min_groups=4, family_link=(family, link), structure=structure))
-    (c,) = compare_case(drawn.to_case((1,))).results
+    (c,) = compare_case(drawn.to_case((1,)), noise="none").results      # stage 0 is asserted: no band
     assert c.verdict in VERDICTS
     assert c.diagnosis.stage_failed != 0, [d for d in c.diffs if not d.ok]
     for side in (c.python, c.r):
