@@ -67,10 +67,15 @@ class Diagnosis:
     notes: list[str] = field(default_factory=list)
     noise: NoiseBand | None = None
     conditioning: dict[str, float | int | None] = field(default_factory=dict)
+    mode: str = "lme4"
 
     @property
     def passed(self) -> bool:
-        return self.verdict in PASSING or (self.verdict == "both-refused" and bool(self.refusal.agree))
+        """A passing verdict, refusals that agree, and exact mode fitting what glmer refuses (its
+        job: the right answer where lme4's PIRLS gives up; whether it must, on a model at the edge
+        of its domain, is decided by last bits — pirls-zero-deviance on another CPU path)."""
+        return (self.verdict in PASSING or (self.verdict == "both-refused" and bool(self.refusal.agree))
+                or (self.mode == "exact" and self.verdict == "r-refused"))
 
 
 # Refusals the reference words differently from lme4 (its messages name the column, row, value):
@@ -171,6 +176,7 @@ class Diagnoser:
         optimizers only took different paths (they are the same algorithm, so rounding parted
         them): `within-noise`, the refusal kept. The optimizer's path itself is not checked."""
         out = _refused(py, r)
+        out.mode = mode
         at = py.extra.get("failed_at")
         if mode != "lme4" or out.verdict != "python-refused" or at is None or self.noise == "none":
             return out
