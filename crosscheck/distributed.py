@@ -19,6 +19,7 @@ worker able to take cases for RESTART_TIMEOUT seconds ends the sweep with an err
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -91,6 +92,9 @@ class DaskRunner:
         4 s for a busy worker, fails on one it is restarting and waits forever on one it failed
         to restart. Worker processes die with this process anyway (distributed's parent pipe)."""
         if self.cluster is not None:
+            # the comms of the killed workers close under distributed: its logs of that (with
+            # tracebacks, at INFO) are the expected end, not news
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
             self._kill_workers()
         if self.client is not None:
             self.client.close(timeout=CLOSE_TIMEOUT)
