@@ -194,7 +194,8 @@ class Store:
                 self._fits(cur.lastrowid, report["results"])
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:       # an interrupt may land after COMMIT: nothing to undo then
+                db.execute("ROLLBACK")
             raise
         return bool(cur.rowcount)
 
