@@ -8,6 +8,8 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # One BLAS thread per process: the factors are small and many, threads only oversubscribe the
 # cores (a vector-term fit took 20 s with them, 4 s without), and sweeps run one process per core.
 export OPENBLAS_NUM_THREADS ?= 1
+# pytest processes of `make test` (pytest-xdist; each embeds its own R), one per core
+TEST_WORKERS ?= 2
 
 .PHONY: run test bench bench-harness setup r-packages clean
 
@@ -18,7 +20,7 @@ run: setup
 # on this machine and again on a simulated other one (workers with numpy's AVX-512 kernels off, a
 # no-op on a CPU without them; OPENBLAS_CORETYPE is never set: some machines set it themselves)
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 	$(VENV)/bin/crosscheck gate --baseline tests/corpus/baseline.json
 	$(VENV)/bin/crosscheck gate --baseline tests/corpus/baseline.json --simulate-cpu --out .crosscheck/gate-simulated-cpu
 

@@ -192,7 +192,7 @@ def _row(k: int, est: dict[str, Estimate], truth: Estimate, truth_f) -> Row:
                              _max_abs(ea.theta, eb.theta), _max_abs(ea.beta, eb.beta)))
     glmer = est["glmer"]
     if glmer.error:
-        notes.append(f"glmer refuses nAGQ = {k} for this model ({glmer.error}); the exact-mode "
+        notes.append(f"no glmer fit at nAGQ = {k} for this model ({glmer.error}); the exact-mode "
                      "fit is compared against the truth instead")
     cost = None if glmer.error else float(truth_f(glmer.pars) - truth.minus2loglik)
     return Row(k, est, out, cost, notes)

@@ -310,7 +310,8 @@ def investigate(case_file, data, formula, family, link, weights, offset, nagq, n
     else:
         click.echo("\n\n".join([*(render_investigation(i) for i in invs),
                                 render_attribution(att) if att else f"error attribution: {reason}"]))
-    sys.exit(EXIT_MATCH if all(i.passed for i in invs) else EXIT_MISMATCH)
+    sys.exit(EXIT_ERROR if any(i.undecided for i in invs) else EXIT_MATCH if all(i.passed for i in invs)
+             else EXIT_MISMATCH)
 
 
 @main.command()

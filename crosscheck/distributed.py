@@ -33,6 +33,9 @@ WORKER_DIED = "worker died while running this case (a crash, a kill, or its time
 RESTART_TIMEOUT = 120.0    # seconds a worker process may take to start (the nannies' death_timeout)
 POLL = 0.1                 # seconds between looks at the cases in flight and the workers
 CLOSE_TIMEOUT = 1.0        # seconds the cluster may take to close once its workers are killed
+# the scheduler's HTTP server (health checks; no dashboard) on a free port: on its default, 8787,
+# two sweeps at once warned "Port 8787 is already in use"
+FREE_HTTP_PORT = {"dashboard_address": ":0"}
 _END = object()
 
 
@@ -79,7 +82,7 @@ class DaskRunner:
             self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
                                         processes=True, dashboard_address=None,
                                         worker_dashboard_address=None, host="127.0.0.1", silence_logs=50,
-                                        death_timeout=RESTART_TIMEOUT)
+                                        death_timeout=RESTART_TIMEOUT, scheduler_kwargs=FREE_HTTP_PORT)
             self.cluster.shutdown_on_close = False      # closed by __exit__, not again at exit (10 s)
             self.client = Client(self.cluster)
         else:

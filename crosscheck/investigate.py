@@ -33,7 +33,7 @@ from .case import Case
 from .compare import Comparison, compare_case
 from .diagnose import STAGES
 from .diffs import plain
-from .result import FitResult
+from .result import HARNESS_ERROR, TIMEOUT, FitResult
 from .sides import REFUSALS, Evaluation, PirlsTrace, PythonSide, RSide
 from .tolerances import Policy
 
@@ -90,6 +90,11 @@ class Investigation:
     @property
     def passed(self) -> bool:
         return bool(self.comparison["passed"])
+
+    @property
+    def undecided(self) -> bool:
+        """No verdict about the model: a harness failure or a side past its time limit."""
+        return self.verdict in (HARNESS_ERROR, TIMEOUT)
 
     def to_json(self) -> dict[str, Any]:
         return plain(asdict(self))

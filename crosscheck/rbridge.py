@@ -332,12 +332,18 @@ class RSession:
         from this process with it would load the system's libpython instead of its own (Dask's
         and the sweep's workers, spawned later, failed to import ssl), so it is put back. rpy2
         sets SIGINT's handler to Python's default; the one before (`interrupt.stoppable`'s) is
-        put back too."""
+        put back too. R's blank console writes (the newline it prints when an interrupt
+        unwinds a computation: "R[write to console]: " lines) are dropped; every R call returns
+        its messages as data."""
         saved = os.environ.get("LD_LIBRARY_PATH")
         main = threading.current_thread() is threading.main_thread()
         sigint = signal.getsignal(signal.SIGINT) if main else None
         import rpy2.rinterface as ri
 
+        from rpy2.rinterface_lib import callbacks
+
+        write_error = callbacks.consolewrite_warnerror
+        callbacks.consolewrite_warnerror = lambda text: text.strip() and write_error(text)
         with self._converting():
             ri.initr_simple()
             if sigint is not None:

@@ -305,7 +305,8 @@ def _bad_scales(X: np.ndarray) -> bool:
     cont = [j for j in range(X.shape[1]) if not np.all(np.isin(X[:, j], (0.0, 1.0)))]
     if not cont:
         return False
-    sd = X[:, cont].std(axis=0, ddof=1)
+    with np.errstate(over="ignore"):               # R's sd() of a column × 1e300 is Inf too
+        sd = X[:, cont].std(axis=0, ddof=1)
     sd = sd[sd > 0]
     if sd.size == 0:
         return False

@@ -20,5 +20,16 @@ def R(r_session) -> RSession:
     return r_session
 
 # docs/reliability.md: the reliability tests' record and the hooks that write it (issue 7)
-from reliability import (pytest_collection_finish, pytest_deselected,  # noqa: E402,F401
+from reliability import (MODULES, pytest_collection_finish, pytest_deselected,  # noqa: E402,F401
                          pytest_runtest_logreport, pytest_sessionfinish, readme_csv, reliability)
+
+
+@pytest.hookimpl(tryfirst=True)                  # before xdist's own, which reads the groups
+def pytest_collection_modifyitems(items):
+    """`make test` runs the suite on both cores (pytest-xdist, `--dist loadgroup`): a module goes
+    to one worker whole, so its module-scoped fixtures (glmer fits, sweeps) are computed once, and
+    the reliability modules go together, so that one worker sees all of them pass and rewrites
+    docs/reliability.md."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("reliability" if name in MODULES else name))

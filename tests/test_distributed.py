@@ -20,7 +20,7 @@ import pytest
 from crosscheck.case import Case
 from crosscheck.datasets import readme_example
 from crosscheck.diagnose import VERDICT_OF_STAGE
-from crosscheck.distributed import DaskExecutor
+from crosscheck.distributed import FREE_HTTP_PORT, DaskExecutor
 from crosscheck.store import Store
 from crosscheck.sweep import SweepConfig, start, sweep
 from reliability import interrupted_cleanly
@@ -143,7 +143,7 @@ def test_run_on_an_existing_scheduler(tmp_path):
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                      host="127.0.0.1") as cluster:
+                      host="127.0.0.1", scheduler_kwargs=FREE_HTTP_PORT) as cluster:
         p = subprocess.run([sys.executable, "-m", "crosscheck.cli", "run", "--scheduler",
                             cluster.scheduler_address, "--cases", "1", "--seed", "sched",
                             "--max-groups", "5", "--datasets", "none", "--nagq", "0",

@@ -120,6 +120,12 @@ def test_the_command_line_bounds_every_r_call(reliability):
     assert result["verdict"] == "timeout" and result["r"]["error"].startswith("timeout: R call interrupted")
     reliability.add("fault", "R call past its timeout", "CLI compare --timeout 0.05",
                     "exit 2 within a minute, timeout (not a refusal)", result["r"]["error"])
+    p = run_cli("investigate", "--data", "R:lme4::cbpp", "--formula", CBPP, "--family", "binomial",
+                "--nagq", "1", "--timeout", "0.05", "--no-attribution")
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "R[write to console]" not in p.stderr, p.stderr
+    assert "timeout (no stage parts the fits)" in p.stdout, p.stdout
+    reliability.add("fault", "R call past its timeout", "CLI investigate --timeout 0.05",
+                    "exit 2, timeout (not a refusal)", "timeout (no stage parts the fits)")
 
 
 def test_a_reference_fit_past_its_time_limit_is_a_timeout_not_a_refusal(reliability):
@@ -223,6 +229,22 @@ def test_compare_stops_within_two_seconds_whichever_side_computes(side, sig, tmp
     interrupted_cleanly(p, sig)
     what = {"r": "glmer", "python": "the reference"}[side]
     reliability.add("fault", f"{signal.Signals(sig).name} while {what} computes", "CLI compare",
+                    "exit 130 within 2 s, no traceback", "interrupted")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: signal.Signals(s).name)
+def test_a_command_stops_cleanly_while_it_is_still_starting(sig, readme_csv, reliability):
+    """The signal lands while the command's modules import (numpy's library is mapped, rpy2's not
+    yet, R not started): "interrupted", exit 130 within 2 s, no traceback. Before, SIGTERM killed
+    it (exit -15) and SIGINT printed the import's KeyboardInterrupt traceback."""
+    p = subprocess.Popen([str(Path(sys.executable).with_name("crosscheck")), "compare", "--data", str(readme_csv),
+                          "--formula", "y ~ x1 + (1 | subject)", "--family", "binomial"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    maps = Path(f"/proc/{p.pid}/maps")
+    wait_for(lambda: p.poll() is not None or "_multiarray_umath" in maps.read_text(), 60)
+    assert p.poll() is None and "libR.so" not in maps.read_text(), p.communicate()
+    interrupted_cleanly(p, sig)
+    reliability.add("fault", f"{signal.Signals(sig).name} while the command starts", "CLI compare",
                     "exit 130 within 2 s, no traceback", "interrupted")
 
 
