@@ -97,7 +97,7 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
     policy = policy or Policy()
     r_side = r_side or RSide()
     C = saturated(case)
-    diagnoser = Diagnoser(case, policy, r_side, noise)
+    diagnoser = Diagnoser(case, policy, r_side, noise, python_timeout)
     tmb = None
     results = []
     try:

@@ -109,10 +109,12 @@ class Diagnoser:
     case and of each row order) and glmer's refits on the row orders are made once per nAGQ and
     shared between modes."""
 
-    def __init__(self, case: Case, policy: Policy, r_side: RSide, noise: str = "all"):
+    def __init__(self, case: Case, policy: Policy, r_side: RSide, noise: str = "all",
+                 python_timeout: float | None = None):
         if noise not in NOISE:
             raise ValueError(f"noise must be one of {NOISE}, not {noise!r}")
         self.case, self.policy, self.r_side, self.noise = case, policy, r_side, noise
+        self.python_timeout = python_timeout            # seconds per fit of the reference (band refits)
         self._devfuns: dict[tuple[int, int | None], dict] = {}   # (nAGQ, row order) → R's devfun
         self._python_at_r: float | None = None      # the reference's objective at glmer's optimum
         self._evaluations: dict = {}                  # (nAGQ, mode) → stage 1's points and values
@@ -250,10 +252,11 @@ class Diagnoser:
             if j == len(refits):
                 refits.append(self.r_side.fit(case_j, nAGQ, r.saturated))
             C_j = saturated(case_j)
-            sides = {"r": (refits[j], r), "python": (PythonSide(mode).fit(case_j, nAGQ, C_j), py)}
+            sides = {"r": (refits[j], r), "python": (PythonSide(mode, self.python_timeout).fit(case_j, nAGQ, C_j), py)}
             for side, (fit_j, fit) in sides.items():
                 if not fit_j.ok:
-                    band.refused[side] += 1
+                    band.refused[side] += fit_j.failure is None
+                    band.unfinished[side] += fit_j.failure is not None
                     continue
                 band.add(side, design_noise(fit_j, fit, tol))
                 band.add(side, optimum(mode, fit_j, fit, tol, None))

@@ -144,7 +144,8 @@ class NoiseBand:
 
     spread: dict[str, dict[str, float]] = field(default_factory=lambda: {"python": {}, "r": {}})
     orders: int = 0
-    refused: dict[str, int] = field(default_factory=lambda: {"python": 0, "r": 0})
+    refused: dict[str, int] = field(default_factory=lambda: {"python": 0, "r": 0})     # refits refused
+    unfinished: dict[str, int] = field(default_factory=lambda: {"python": 0, "r": 0})  # timed out, failed
     cpu_paths: list[str] = field(default_factory=list)      # other CPU paths the reference ran on
     stopping: float | None = None       # PIRLS's stopping test moved by this much of itself (lme4 mode)
     lme4_pirls: bool = False            # exact mode: lme4's PIRLS error at stage 1's points included
@@ -201,6 +202,7 @@ class NoiseBand:
 
     def to_json(self) -> dict:
         return plain({"orders": self.orders, "within": WITHIN, "refused": dict(self.refused),
+                      "unfinished": dict(self.unfinished),
                       "cpu_paths": list(self.cpu_paths), "stopping": self.stopping, "ulps": ULPS,
                       "lme4_pirls": self.lme4_pirls,
                       "flat": self.flat, "flat_gap": self.flat_gap, "floor": self.floor,

@@ -21,7 +21,7 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 CLI = [sys.executable, "-m", "crosscheck.cli"]
 MODULES = ("test_bad_input.py", "test_injection.py", "test_faults.py")
 SECTIONS = {"bad input": "Bad input", "injection": "Code injection", "fault": "Faults"}
-_TMP = re.compile(r"\S*pytest-of-[^/\s]+/pytest-\d+/[^/\s]+")
+_TMP = re.compile(r"\S*pytest-of-[^/\s]+/pytest-\d+/(popen-gw\d+/)?[^/\s]+")   # xdist: a level per worker
 _RUN_ID = re.compile(r"\b\d{8}-\d{6}-[0-9a-f]{4}\b")              # store.new_run's ids
 
 
