@@ -395,8 +395,8 @@ def _newton(f: DevianceFunction, par: np.ndarray, opt: OptSummary) -> tuple[np.n
     The exact objective is smooth (converged PIRLS) and the Nelder–Mead optimum is close, so one
     or two steps reach a tight optimum at 2n² + 3n evaluations, where L-BFGS-B on finite
     differences needs many times that. Returns the point with its (gradient, Hessian), the
-    Hessian being the start's; when no step is taken (H not positive definite, a step leaving
-    the bounds or not lowering f) it falls back to `_polish` and returns no derivatives."""
+    Hessian being the start's; when no step is taken (H not positive definite, a gradient not
+    finite, a step leaving the bounds or not lowering f) it falls back to `_polish` and returns no derivatives."""
     fx, trial = f(par), _guarded(f)
     g, H = deriv12(trial, par, fx=fx)
     x, steps, feval = par, 0, 1 + 2 * par.size ** 2
@@ -404,7 +404,7 @@ def _newton(f: DevianceFunction, par: np.ndarray, opt: OptSummary) -> tuple[np.n
         cho = la.cho_factor(H)
     except (la.LinAlgError, ValueError):          # not positive definite, or not finite
         cho = None
-    while cho is not None and steps < NEWTON_MAXSTEPS:
+    while cho is not None and np.all(np.isfinite(g)) and steps < NEWTON_MAXSTEPS:   # an evaluation beside x failed: inf
         step = la.cho_solve(cho, g)
         if g @ step <= NEWTON_DECREMENT * (1.0 + abs(fx)):
             break

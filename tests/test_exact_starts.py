@@ -120,3 +120,13 @@ def test_pinned_separation_case_fits_from_any_lp0():
     for lp0 in (f.lp0, ri.devfun(case.formula, case.data, nAGQ=0, mode="lme4", **kw).lp0, wrong):
         g = ri.devfun(case.formula, case.data, nAGQ=0, mode="exact", lp0=lp0, **kw)
         assert [g(p) for p in (_pars(fit), _pars(lme4))] == pytest.approx([fit.objective] * 2, abs=1e-12)
+
+
+def test_newton_steps_end_where_the_gradient_is_not_finite(monkeypatch):
+    """gen:thorough:143 (1683 rows, probit, crossed, quasi-separated), nAGQ 1: an evaluation beside
+    a Newton step failed, the central gradient there was inf, and LAPACK refused it: the reference
+    crashed (harness-error). The steps now end at the last finite gradient."""
+    exact = _fit(README, 1).objective
+    monkeypatch.setattr(fitmod, "gradient12", lambda f, x: np.full(x.size, np.inf))
+    fit = _fit(README, 1)
+    assert np.isfinite(fit.objective) and abs(fit.objective - exact) <= 1e-6 * exact
