@@ -225,8 +225,13 @@ class Decomposition:
 
     def solve_joint(self, wz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Joint step (`solve`): the penalized weighted least squares for (u, β), blockwise."""
-        cu = self.L.solve_L(self.L.LamtUt_dot(wz))
-        rhs = self.V.T @ wz - self.RZX.T @ cu
+        return self.solve_normal(self.L.LamtUt_dot(wz), self.V.T @ wz)
+
+    def solve_normal(self, bu: np.ndarray, bbeta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(u, β) solving the penalized normal equations [U'U + I, U'V; V'U, V'V] (u, β) = (bu, bβ)
+        with this factor (U = W^½ZΛ, V = W^½X), blockwise: L, then RZX and RX."""
+        cu = self.L.solve_L(bu)
+        rhs = bbeta - self.RZX.T @ cu
         if not rhs.size:                 # no fixed effects (`y ~ 0 + (1 | g)`): LAPACK refuses n = 0
             return self.L.solve_Lt(cu), rhs
         # NaN in z (an overflowing (y − μ)/μ.eta) flows through, as in lme4, to PIRLS's NaN test

@@ -7,7 +7,9 @@ re-weighting), and the factor of the *penultimate* weights kept with the last it
 conditional mode and ldL2 belongs to it. Its steps are Newton's (the observed information of the
 penalized deviance, `newton_weights`) wherever that is positive: Fisher scoring, lme4's step, only
 converges linearly for non-canonical links and on small designs cycles for hundreds of
-iterations. The factor kept, and so the Laplace objective, uses lme4's (Fisher) weights.
+iterations. Taken as increments from the gradient at the iterate (not as a fresh solve for
+(u, β)), their rounding shrinks with the step instead of resting on β: the normal equations
+carry cond(X)² eps. The factor kept, and so the Laplace objective, uses lme4's (Fisher) weights.
 Exact mode's first step from lp0 is Fisher's (Newton's from a linear predictor that is no iterate
 can leave the family's domain), a deviance outside that domain counts as NaN, and the loop stops
 at the previous iterate when no halving of a descent step lowers the deviance (issue 13). A run
@@ -120,13 +122,13 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
         return last[2]
 
     def step(eta, mu, first):
-        """W^½ and the weighted working response W^½ (z − offset) of the next least-squares step
-        (§2.3); ±inf and NaN where lme4's are (mu.eta = 0 in probit's tail), for the NaN test."""
+        """W^½ and the working residual r (the working response is z = η − offset + r) of the
+        next least-squares step (§2.3); ±inf and NaN where lme4's are (mu.eta = 0 in probit's
+        tail), for the NaN test."""
         mueta, V, sqrtW = weights(eta, mu)
         r = (resp.y - mu) / mueta
         newton = newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r) if exact and not first else None
-        sqrtW, r = newton if newton is not None else (sqrtW, r)
-        return sqrtW, sqrtW * ((eta - offset) + r)
+        return newton if newton is not None else (sqrtW, r)
 
     def pdev_at(eta, mu, u):
         """Σ devResid and the penalized deviance; exact mode: NaN outside the family's domain
@@ -140,7 +142,7 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
     oldpdev, trace, converged, drsum, stuck = DBL_MAX, [], False, np.nan, False
     for it in range(EXACT_MAXIT if exact else maxit):
         olddelu, olddelb, oldeta, oldmu, olddrsum = u, beta, eta, mu, drsum
-        sqrtW, wz = step(eta, mu, it == 0)
+        sqrtW, r = step(eta, mu, it == 0)
         if not np.all(np.isfinite(sqrtW)):
             # lme4's factorizations carry NaN weights through (no pivot test fails on NaN) and
             # the NaN deviance ends the loop below; CHOLMOD and scipy refuse NaN input instead
@@ -148,10 +150,18 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
         decomp = Decomposition(pred.factor(sqrtW), X, sqrtW)
         if not exact:
             decomp.check()
-        if u_only:
-            u = decomp.solve_u(wz)
+        if exact and it > 0 and not u_only:
+            # Newton's step as an increment, from the gradient at the iterate (η is its linear
+            # predictor from the second iteration on): the normal equations' rounding, cond(X)²
+            # eps, then shrinks with the step instead of resting on β (±1e4 near-collinear
+            # coefficients moved by 5e-4 relative between row orders, the deviance by 1e-8)
+            wr = sqrtW * r
+            du, dbeta = decomp.solve_normal(decomp.L.LamtUt_dot(wr) - u, decomp.V.T @ wr)
+            u, beta = u + du, beta + dbeta
+        elif u_only:
+            u = decomp.solve_u(sqrtW * ((eta - offset) + r))
         else:
-            u, beta = decomp.solve_joint(wz)
+            u, beta = decomp.solve_joint(sqrtW * ((eta - offset) + r))
         eta = linpred(u, beta)
         mu = fam.linkinv(eta)
         drsum, pdev = pdev_at(eta, mu, u)
