@@ -25,7 +25,7 @@ from .errors import ModelError, OptimizerError, PirlsError
 from .model import Model, make_model
 from .nelder_mead import nelder_mead
 from .objective import DevianceFunction, check_agq, initial_lp0
-from .pirls import TOL_PWRSS
+from .pirls import NO_MODE, TOL_PWRSS
 
 MODES = ("lme4", "exact")
 NEWTON_MAXSTEPS = 5
@@ -296,9 +296,13 @@ def _polished(model: Model, ctrl: Control, nAGQ: int, best: _Candidate | None, c
 
 
 def _refusal(tried: list[dict]) -> PirlsError:
-    """exact mode's refusal: the objective could not be evaluated at, or minimized from, any start."""
+    """exact mode's refusal, saying which: the objective has no minimum (PIRLS ran off to infinity
+    from every start: `pirls.NO_MODE`), or it could not be evaluated at, or minimized from, any
+    start (NaN, a failed factorization, …)."""
     reasons = "; ".join(f"{t['start']}: {t['error']}" for t in tried)
-    return PirlsError(f"exact mode: the exact objective cannot be evaluated or minimized from any start ({reasons})")
+    what = ("has no minimum" if all(NO_MODE in t["error"] for t in tried)
+            else "cannot be evaluated or minimized from any start")
+    return PirlsError(f"exact mode: the exact objective {what} ({reasons})")
 
 
 def _guarded(f: DevianceFunction):

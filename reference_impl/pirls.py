@@ -32,6 +32,11 @@ TOL_PWRSS = 1e-7          # glmerControl(tolPwrss)
 MAXIT = 100               # mkGlmerDevfun: maxit = 100L
 MAXSTEPHALFIT = 20
 EXACT_MAXIT = 200
+# exact mode's refusal where PIRLS runs off to infinity: lme4's words kept, so that the harness
+# reads the two refusals as the same
+NO_MODE = (": no conditional mode, the penalized deviance keeps falling as the linear predictor grows"
+           " without bound (separation)")
+DIVERGING = 20                      # …seen over this many last steps
 
 
 @dataclass
@@ -140,6 +145,7 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
         return drsum, drsum + float(u @ u)
 
     oldpdev, trace, converged, drsum, stuck = DBL_MAX, [], False, np.nan, False
+    etas = []                          # max |η| after each step that did not settle
     for it in range(EXACT_MAXIT if exact else maxit):
         olddelu, olddelb, oldeta, oldmu, olddrsum = u, beta, eta, mu, drsum
         sqrtW, r = step(eta, mu, it == 0)
@@ -190,6 +196,7 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
             drsum, pdev = pdev_at(eta, mu, u)
             halvings += 1
         trace.append((pdev, halvings))
+        etas.append(float(np.max(np.abs(eta), initial=0.0)))
         if exact and it > 0 and not pdev <= oldpdev:
             # no step along a descent direction lowers the deviance: the previous iterate is
             # the minimum to rounding (ill-conditioned steps are noise there) or, when the step
@@ -204,7 +211,8 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
             raise PirlsError("(maxstephalfit) PIRLS step-halvings failed to reduce deviance in pwrssUpdate")
         oldpdev = pdev
     if not converged:
-        raise PirlsError("pwrssUpdate did not converge in (maxit) iterations")
+        raise PirlsError("pwrssUpdate did not converge in (maxit) iterations"
+                         + (NO_MODE if exact and _diverging(trace, etas) else ""))
     if exact:
         _, _, sqrtW = weights(eta, mu)
         decomp = Decomposition(pred.factor(sqrtW), X, sqrtW)
@@ -223,6 +231,15 @@ def newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r):
     if not np.all(np.isfinite(Wstep)):
         return None
     return np.sqrt(Wstep), r * (W / Wstep)
+
+
+def _diverging(trace, etas) -> bool:
+    """Exact mode at its iteration limit: over the last DIVERGING steps the penalized deviance
+    only fell and max |η| only grew, so the infimum lies at infinity (e.g. separation), where no
+    number of iterations converges."""
+    pdevs, grow = [p for p, _ in trace[-DIVERGING:]], etas[-DIVERGING:]
+    return (len(grow) == DIVERGING and all(b <= a for a, b in zip(pdevs, pdevs[1:]))
+            and all(b > a for a, b in zip(grow, grow[1:])))
 
 
 def _settled(olddelu, u, olddelb, beta, oldpdev, pdev, decrement) -> bool:

@@ -146,3 +146,14 @@ def test_exact_objective_is_the_same_on_every_row_order_of_a_near_collinear_desi
         values.append(ri.devfun(c.formula, c.data, nAGQ=0, mode="exact", family=c.family, link=c.link,
                                 weights=c.weights, offset=c.offset)(theta))
     assert max(values) - min(values) <= 1e-12 * abs(values[0]), values
+
+
+def test_exact_mode_says_the_objective_has_no_minimum_where_pirls_runs_off_to_infinity():
+    """gen:thorough:122, shrunk (tests/fixtures/exact-no-minimum.json): from every start, exact
+    PIRLS lowers the penalized deviance at each step while max |η| grows. The refusal says "has no
+    minimum" (not "cannot be evaluated") and keeps lme4's words, so that a refusal by both sides
+    reads as one reason."""
+    case = Case.load(Path(__file__).parent / "fixtures" / "exact-no-minimum.json")
+    with pytest.raises(PirlsError, match=r"exact objective has no minimum \(path: pwrssUpdate did not converge in "
+                                         r"\(maxit\) iterations: no conditional mode, .*; lme4: "):
+        _fit(case, 0)
