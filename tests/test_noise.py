@@ -100,6 +100,18 @@ def test_exact_mode_allows_lme4_s_pirls_error_and_always_checks_never_worse(R):
     assert excess.ok and excess.python <= excess.r + 1e-8
 
 
+def test_exact_mode_where_lme4_s_pirls_gives_no_value_does_not_gate(R):
+    """gen:thorough:172, shrunk to 4 rows (gaussian(log), crossed), nAGQ 0: exact mode's optimum
+    lies at θ = 9.3e6, where glmer's PIRLS does not converge — and neither does the reference's
+    lme4 mode from glmer's lp0. That is lme4's PIRLS, not a difference of the objectives: the
+    evaluation is reported, noted, and does not fail stage 1 (it did: objective-mismatch)."""
+    case = Case.load(FIXTURES / "exact-where-lme4-pirls-refuses.json")
+    (c,) = compare_case(case, ("exact",), noise="none").results
+    (ev,) = [d for d in c.diffs if d.quantity == "evaluation@python optimum"]
+    assert ev.r.startswith("pwrssUpdate did not converge") and ev.python is None and not ev.gating
+    assert c.diagnosis.stage_failed != 1 and any("nor does lme4's PIRLS" in n for n in c.diagnosis.notes), c.verdict
+
+
 def test_a_refusal_where_glmer_s_own_deviance_function_refuses_is_noise(R):
     """gen:thorough:4 (binomial, quasi-separated, crossed; 64 rows), nAGQ 0: the reference's
     BOBYQA tries θ = (63.66, 0), where PIRLS's step-halvings fail — and so do glmer's, from the
