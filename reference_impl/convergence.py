@@ -10,9 +10,11 @@ HESS_TOL = 1e-6
 BOUNDARY_TOL = 1e-5
 
 
-def check_boundary(devfun, par: np.ndarray, fval: float, nth: int, tol: float = BOUNDARY_TOL):
+def check_boundary(devfun, par: np.ndarray, fval: float, nth: int, tol: float = BOUNDARY_TOL,
+                   slack: float = 0.0):
     """Try each theta within `tol` of its lower bound on the bound; keep it if the objective
-    drops below the optimizer's `fval` (§5.6). Returns `(par, fval)`, state left at `par`."""
+    drops below the optimizer's `fval` (§5.6) — exact mode: below `fval + slack`, its rounding.
+    Returns `(par, fval)`, state left at `par`."""
     lower = devfun.lower
     bdiff = par[:nth] - lower[:nth]
     edge = np.flatnonzero((bdiff > 0) & (bdiff < tol))
@@ -22,7 +24,7 @@ def check_boundary(devfun, par: np.ndarray, fval: float, nth: int, tol: float = 
     for i in edge:
         trial = par.copy()
         trial[i] = lower[i]
-        if devfun(trial) < fval:
+        if devfun(trial) < fval + slack:
             par[i] = lower[i]
     return par, devfun(par)
 

@@ -157,3 +157,27 @@ def test_exact_mode_says_the_objective_has_no_minimum_where_pirls_runs_off_to_in
     with pytest.raises(PirlsError, match=r"exact objective has no minimum \(path: pwrssUpdate did not converge in "
                                          r"\(maxit\) iterations: no conditional mode, .*; lme4: "):
         _fit(case, 0)
+
+
+class _Flat:
+    """An objective 1e-13 lower (`gain`, relative) anywhere θ1 is off its bound: how one CPU path
+    saw gen:gate:5's exact optimum, θ = (2.8e-9, 5.3e-9) 1 ulp below θ = 0."""
+
+    nth, lower = 2, np.array([0.0, 0.0, -np.inf])
+
+    def __init__(self, gain: float):
+        self.gain = gain
+
+    def __call__(self, par) -> float:
+        return 20.5 * (1 - self.gain * (par[0] > 0))
+
+
+@pytest.mark.parametrize("gain, on_bound", [(np.finfo(float).eps, True), (1e-9, False)])
+def test_exact_mode_puts_theta_on_its_bound_where_only_rounding_prefers_the_inside(gain, on_bound):
+    """Exact mode's last step: θ within boundary.tol of its bound goes on it where the objective
+    there is no worse beyond rounding — so that the optimum lies in one place on every CPU path
+    (the gate failed on one, gen:gate:5) — and stays inside where that is better beyond rounding."""
+    opt = fitmod.OptSummary()
+    opt.stages.append(fitmod.StageSummary("Newton", [], [], 0.0, 0, 0, ""))
+    par = fitmod._on_boundary(_Flat(gain), np.array([2.8e-9, 0.0, 0.3]), fitmod.Control(), opt)
+    assert (par[0] == 0.0) == on_bound and par[2] == 0.3 and opt.stages[-1].par == list(par)
