@@ -31,6 +31,9 @@ MODES = ("lme4", "exact")
 NEWTON_MAXSTEPS = 5
 EXACT_XT = 5e-2                 # exact mode's Nelder–Mead stops at xst·5e-2 (lme4: 5e-4); Newton finishes
 NEWTON_DECREMENT = 1e-14        # g'H⁻¹g relative to 1 + |f|: below it f cannot move beyond rounding
+# exact mode's refusal where the objective is NaN (or ±inf) at every start
+NOT_FINITE = ("is not finite at any start (exact PIRLS counts a deviance outside the family's domain as NaN: "
+              "μ leaving it at a row, or at an AGQ node)")
 EXACT_ROUNDING = 1e-13          # an exact objective value this close (relative) to another is rounding
 VCOV_FALLBACK = ("variance-covariance matrix computed from finite-difference Hessian is\n"
                  "not positive definite or contains NA values: falling back to var-cov estimated from RX")
@@ -245,7 +248,7 @@ def _exact(model: Model, ctrl: Control, nAGQ: int) -> tuple[DevianceFunction, np
         if cand is None:
             continue
         if not np.isfinite(cand.value):
-            tried.append({"start": name, "error": f"the objective is {cand.value} there"})
+            tried.append({"start": name, "error": f"the objective is {cand.value} there", "finite": False})
             continue
         kept = best is None or cand.value < best.value
         tried.append({"start": name, "value": cand.value, "polished": cand.opt is not None})
@@ -311,10 +314,11 @@ def _polished(model: Model, ctrl: Control, nAGQ: int, best: _Candidate | None, c
 
 def _refusal(tried: list[dict]) -> PirlsError:
     """exact mode's refusal, saying which: the objective has no minimum (PIRLS ran off to infinity
-    from every start: `pirls.NO_MODE`), or it could not be evaluated at, or minimized from, any
-    start (NaN, a failed factorization, …)."""
+    from every start: `pirls.NO_MODE`), it is not finite at any start (`NOT_FINITE`), or it
+    could not be evaluated at, or minimized from, any start (a failed factorization, …)."""
     reasons = "; ".join(f"{t['start']}: {t['error']}" for t in tried)
     what = ("has no minimum" if all(NO_MODE in t["error"] for t in tried)
+            else NOT_FINITE if all(t.get("finite") is False for t in tried)
             else "cannot be evaluated or minimized from any start")
     return PirlsError(f"exact mode: the exact objective {what} ({reasons})")
 

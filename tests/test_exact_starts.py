@@ -181,3 +181,13 @@ def test_exact_mode_puts_theta_on_its_bound_where_only_rounding_prefers_the_insi
     opt.stages.append(fitmod.StageSummary("Newton", [], [], 0.0, 0, 0, ""))
     par = fitmod._on_boundary(_Flat(gain), np.array([2.8e-9, 0.0, 0.3]), fitmod.Control(), opt)
     assert (par[0] == 0.0) == on_bound and par[2] == 0.3 and opt.stages[-1].par == list(par)
+
+
+def test_exact_mode_says_the_objective_is_not_finite_where_agq_nodes_leave_the_domain():
+    """gen:thorough:177, shrunk to 6 rows (Gamma(identity), nAGQ 9): quadrature nodes put μ below 0
+    from every start, where the AGQ objective is NaN (glmer's "fit" there has a NaN deviance); the
+    refusal says that it cannot be evaluated, and why."""
+    case = Case.load(Path(__file__).parent / "fixtures" / "exact-agq-not-finite.json")
+    with pytest.raises(PirlsError, match=r"exact objective is not finite at any start \(exact PIRLS counts .* "
+                                         r"\(path: the objective is nan there; lme4: the objective is nan there"):
+        _fit(case, 9)
