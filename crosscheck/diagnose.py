@@ -318,7 +318,8 @@ class Diagnoser:
             if reason is None or _no_value(at_py[k]) is not None:
                 continue
             (lme4,) = PythonSide("lme4").evaluate(self.case, nAGQ, [points[k]], lp0)
-            if _no_value(lme4) is None or not reasons_agree(_no_value(lme4), reason):
+            lme4_reason = _no_value(lme4)
+            if lme4_reason is None or not reasons_agree(lme4_reason, reason):
                 continue
             for d in diffs:
                 if d.quantity.endswith(f"@{where}") or d.quantity == f"evaluation@{where} optimum":

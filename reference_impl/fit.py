@@ -258,19 +258,19 @@ def _exact(model: Model, ctrl: Control, nAGQ: int) -> tuple[DevianceFunction, np
     if best is None:
         raise _refusal(tried)
     best.opt.start, best.opt.starts = best.opt.start or "path", tried
-    return best.f, _on_boundary(best.f, best.par, ctrl, best.opt), best.opt
+    return best.f, _on_boundary(best, ctrl), best.opt
 
 
-def _on_boundary(f: DevianceFunction, par: np.ndarray, ctrl: Control, opt: OptSummary) -> np.ndarray:
+def _on_boundary(best: _Candidate, ctrl: Control) -> np.ndarray:
     """exact mode's last step: each θ within boundary.tol of its bound is put on it where the
     objective there is no worse beyond rounding (EXACT_ROUNDING relative), so that the optimum
     lies in the same place on every CPU path (gen:gate:5: θ = (2.8e-9, 5.3e-9) on one, whose
     objective stood 1 ulp below that at 0, against 0 on another)."""
     if ctrl.boundary_tol <= 0:
-        return par
-    fval = f(par)
-    par, fval = check_boundary(_guarded(f), par, fval, f.nth, ctrl.boundary_tol, EXACT_ROUNDING * (1 + abs(fval)))
-    opt.stages[-1].par, opt.stages[-1].fval = list(par), fval
+        return best.par
+    par, fval = check_boundary(_guarded(best.f), best.par, best.value, best.f.nth, ctrl.boundary_tol,
+                               EXACT_ROUNDING * (1 + abs(best.value)))
+    best.opt.stages[-1].par, best.opt.stages[-1].fval = list(par), fval
     return par
 
 

@@ -145,7 +145,7 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
         return drsum, drsum + float(u @ u)
 
     oldpdev, trace, converged, drsum, stuck = DBL_MAX, [], False, np.nan, False
-    etas = []                          # max |η| after each step that did not settle
+    etas = []                          # exact mode: max |η| after each step that did not settle
     for it in range(EXACT_MAXIT if exact else maxit):
         olddelu, olddelb, oldeta, oldmu, olddrsum = u, beta, eta, mu, drsum
         sqrtW, r = step(eta, mu, it == 0)
@@ -196,7 +196,8 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
             drsum, pdev = pdev_at(eta, mu, u)
             halvings += 1
         trace.append((pdev, halvings))
-        etas.append(float(np.max(np.abs(eta), initial=0.0)))
+        if exact:
+            etas.append(float(np.max(np.abs(eta), initial=0.0)))
         if exact and it > 0 and not pdev <= oldpdev:
             # no step along a descent direction lowers the deviance: the previous iterate is
             # the minimum to rounding (ill-conditioned steps are noise there) or, when the step

@@ -179,7 +179,8 @@ def test_exact_mode_puts_theta_on_its_bound_where_only_rounding_prefers_the_insi
     (the gate failed on one, gen:gate:5) — and stays inside where that is better beyond rounding."""
     opt = fitmod.OptSummary()
     opt.stages.append(fitmod.StageSummary("Newton", [], [], 0.0, 0, 0, ""))
-    par = fitmod._on_boundary(_Flat(gain), np.array([2.8e-9, 0.0, 0.3]), fitmod.Control(), opt)
+    f, start = _Flat(gain), np.array([2.8e-9, 0.0, 0.3])
+    par = fitmod._on_boundary(fitmod._Candidate(f, start, f(start), opt), fitmod.Control())
     assert (par[0] == 0.0) == on_bound and par[2] == 0.3 and opt.stages[-1].par == list(par)
 
 
