@@ -45,7 +45,7 @@ r-packages:
 $(VENV)/.installed: pyproject.toml
 	@[ -x $(PY) ] || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,mixedlm]'
 	@touch $@
 
 clean:

@@ -46,6 +46,21 @@ def fails_cleanly(command):
     return wrapper
 
 
+IMPL_HELP = ("the implementation under test beside glmer: 'reference' (its modes by --mode), a built-in "
+             "(lme4, exact, glmmtmb, mixedlm), an entry point of glmm_crosscheck.implementations, "
+             "module:attr or path/to/file.py:attr")
+
+
+def impl_modes(impl: str, mode: str) -> tuple[str, ...]:
+    """What `--impl` and `--mode` compare: the reference's modes, or the one implementation named
+    (loaded here, so that a bad name fails before R starts)."""
+    if impl == "reference":
+        return MODES[mode]
+    from .implementations import load
+    load(impl)
+    return (impl,)
+
+
 def load_data(spec: str):
     """`--data`: a CSV/Parquet path, or `R:pkg::name` for a data set of an installed R package."""
     pkg_name = r_dataset_name(spec)
@@ -103,6 +118,7 @@ def main():
 @main.command()
 @case_options
 @click.option("--mode", type=click.Choice(list(MODES)), default="lme4", show_default=True)
+@click.option("--impl", default="reference", show_default=True, help=IMPL_HELP)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--tol", multiple=True, metavar="KEY=VALUE",
               help="tolerance override, e.g. lme4.theta=1e-4 or exact.agq.objective=1e-6:1e-9")
@@ -114,9 +130,9 @@ def main():
 @click.option("--noise", type=click.Choice(["all", "failing", "none"]), default="all", show_default=True,
               help="measure the noise band for every comparison, only where one would otherwise fail, or never")
 @fails_cleanly
-def compare(case_file, data, formula, family, link, weights, offset, nagq, name, mode, fmt, tol,
+def compare(case_file, data, formula, family, link, weights, offset, nagq, name, mode, impl, fmt, tol,
             referee, timeout, verbose, save_case, noise):
-    """Fit a case with glmer and the reference; diagnose each nAGQ in stages; give verdicts."""
+    """Fit a case with glmer and the reference (or --impl); diagnose each nAGQ in stages; give verdicts."""
     from .compare import compare_case
     from .render import render_text
     from .sides import RSide
@@ -126,8 +142,8 @@ def compare(case_file, data, formula, family, link, weights, offset, nagq, name,
     policy = Policy.load("pyproject.toml", list(tol))
     if save_case:
         case.save(save_case)
-    report = compare_case(case, MODES[mode], policy, RSide(timeout=timeout), referee=referee, noise=noise,
-                          python_timeout=timeout)
+    report = compare_case(case, impl_modes(impl, mode), policy, RSide(timeout=timeout), referee=referee,
+                          noise=noise, python_timeout=timeout)
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=1, allow_nan=False))
     else:
@@ -180,6 +196,7 @@ def _run_options(command):
         click.option("--nagq", default="0,1,9", show_default=True,
                      help="nAGQ values (> 1 only for single scalar-term models)"),
         click.option("--mode", type=click.Choice(list(MODES)), default="both", show_default=True),
+        click.option("--impl", default="reference", show_default=True, help=IMPL_HELP),
         click.option("--tol", multiple=True, metavar="KEY=VALUE", help="tolerance override"),
         click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
                      help="worker processes (0: run in this process, no case timeout)"),
@@ -213,7 +230,7 @@ def _run_options(command):
 @main.command()
 @_run_options
 @fails_cleanly
-def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, tol, workers, executor,
+def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, impl, tol, workers, executor,
         scheduler, timeout, case_timeout, store_path, out, resume, shrink, shrink_budget, corpus):
     """A sweep: generated cases plus lme4's data sets × nAGQ × modes, stored in SQLite, with a
     summary per nAGQ, JSONL, JUnit XML and Markdown; the worst failures shrunk into the corpus.
@@ -237,7 +254,7 @@ def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, tol,
             sizes["datasets"] = () if datasets == "none" else tuple(
                 d.strip() for d in datasets.split(",") if d.strip())
         config = SweepConfig(**sizes, files=tuple(case_files), nagq=parse_nagq(nagq),
-                             modes=MODES[mode], r_timeout=timeout, tol=tuple(tol))
+                             modes=impl_modes(impl, mode), r_timeout=timeout, tol=tuple(tol))
         config.jobs()                                  # unknown data sets fail here, before R starts
         for path in case_files:                        # the checks of `compare --case`
             check_case(Case.load(path))

@@ -1,6 +1,10 @@
-"""Compare a case: both sides fitted per nAGQ and mode, diagnosed in stages, one verdict each.
+"""Compare a case: glmer and each implementation under test fitted per nAGQ, diagnosed in stages,
+one verdict each.
 
-`compare_case(case, modes)` → `CaseReport`, whose `to_json()` is the documented JSON (README):
+`compare_case(case, modes)` → `CaseReport`, whose `to_json()` is the documented JSON (README).
+`modes` name the implementations (`implementations.load`): "lme4" and "exact" are the reference's
+modes, anything else an implementation such as "mixedlm"; a (case, nAGQ) outside what an
+implementation claims is `skipped`, with why. The JSON:
 top level `versions`, `case`, `results`; one result per (nAGQ, mode) with `nAGQ`, `mode`,
 `python`, `r`, `diffs`, `stage_failed`, `verdict` (+ `refusal`, `r_warnings`, `referee`, `notes`,
 `timings`).
@@ -13,8 +17,9 @@ from typing import Any
 
 from . import diffs as D
 from .case import Case
-from .diagnose import STAGES, Diagnoser, Diagnosis, Refusal
+from .diagnose import SKIPPED, STAGES, Diagnoser, Diagnosis, Refusal
 from .diffs import Diff
+from .implementations import load
 from .rbridge import RTimeout
 from .result import HARNESS_ERROR, TIMEOUT, FitResult
 from .scales import agq_is_relative
@@ -97,7 +102,8 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
     policy = policy or Policy()
     r_side = r_side or RSide()
     C = saturated(case)
-    diagnoser = Diagnoser(case, policy, r_side, noise, python_timeout)
+    impls = [PythonSide(m, python_timeout) if m in ("lme4", "exact") else load(m) for m in modes]
+    diagnoser = Diagnoser(case, policy, r_side, noise, python_timeout, {i.name: i for i in impls})
     tmb = None
     results = []
     try:
@@ -106,10 +112,17 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
             r = r_side.fit(case, nAGQ, C)
             t_r = time.perf_counter() - t0
             if referee and nAGQ == 1 and tmb is None:
-                tmb = GlmmTMBSide(r_side.session, r_side.timeout).fit(case, C)
-            for mode in modes:
+                tmb = GlmmTMBSide(r_side.session, r_side.timeout).fit(case, 1, C)
+            for impl in impls:
+                mode = impl.name
+                unclaimed = impl.capabilities.unsupported(case, nAGQ)
+                if unclaimed is not None:
+                    results.append(Comparison(nAGQ, mode, FitResult("python", error=f"not claimed: {unclaimed}", nAGQ=nAGQ),
+                                              r, Diagnosis(verdict=SKIPPED, mode=mode, notes=[
+                                                  f"{mode} does not claim to fit {unclaimed}: not compared"])))
+                    continue
                 t0 = time.perf_counter()
-                py = PythonSide(mode, python_timeout).fit(case, nAGQ, C)
+                py = impl.fit(case, nAGQ, C)
                 t_py = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 diagnosis = _diagnose(diagnoser, nAGQ, mode, py, r)
@@ -126,6 +139,9 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
         diagnoser.close()
     versions = {**python_versions(), **{f"R:{k}" if k != "R" else k: v
                                         for k, v in r_side.versions.items()}}
+    for impl in impls:
+        if not isinstance(impl, PythonSide):
+            versions.update(impl.versions())
     return CaseReport(case, versions, results, C)
 
 

@@ -9,6 +9,9 @@
 In exact mode the reference answers a different question (the converged optimum of the same
 model), so only what must hold for it gates: design, objectives, and that its optimum is at least
 as good as glmer's; parameter and derived differences are reported as glmer's numerical error.
+An implementation under test other than the reference (`implementations.py`) is judged by its
+tolerance class; in class "exact" its optimum is judged on the reference's exact objective
+(never worse than glmer's parameters), and stage 1 runs only where it has a deviance function.
 
 The diagnosis stops at the first stage that fails; the verdict follows from that stage.
 
@@ -38,6 +41,7 @@ from .noise import (MORE_ORDERS, ROW_ORDERS, STOPPING_ROUNDING, NoiseBand, borde
                     row_orders, stopping_rounded, ulp_moved)
 from .result import FitResult
 from .rbridge import RBridgeError
+from .implementations import NoDevianceFunction
 from .sides import PythonSide, RSide, saturated
 from .tolerances import Policy
 
@@ -45,6 +49,7 @@ STAGES = ("design", "objective", "optimum", "derived")
 VERDICT_OF_STAGE = {0: "design-mismatch", 1: "objective-mismatch", 2: "optimizer-only",
                     3: "se-mismatch"}
 PASSING = ("match", "within-noise")
+SKIPPED = "skipped"         # outside what the implementation claims (`Capabilities`): not compared
 NOISE = ("all", "failing", "none")
 
 
@@ -74,7 +79,7 @@ class Diagnosis:
         """A passing verdict, refusals that agree, and exact mode fitting what glmer refuses (its
         job: the right answer where lme4's PIRLS gives up; whether it must, on a model at the edge
         of its domain, is decided by last bits — pirls-zero-deviance on another CPU path)."""
-        return (self.verdict in PASSING or (self.verdict == "both-refused" and bool(self.refusal.agree))
+        return (self.verdict in (*PASSING, SKIPPED) or (self.verdict == "both-refused" and bool(self.refusal.agree))
                 or (self.mode == "exact" and self.verdict == "r-refused"))
 
 
@@ -110,13 +115,14 @@ class Diagnoser:
     shared between modes."""
 
     def __init__(self, case: Case, policy: Policy, r_side: RSide, noise: str = "all",
-                 python_timeout: float | None = None):
+                 python_timeout: float | None = None, impls: dict | None = None):
         if noise not in NOISE:
             raise ValueError(f"noise must be one of {NOISE}, not {noise!r}")
         self.case, self.policy, self.r_side, self.noise = case, policy, r_side, noise
         self.python_timeout = python_timeout            # seconds per fit of the reference (band refits)
+        self.impls = dict(impls or {})                  # name → an implementation other than the reference
         self._devfuns: dict[tuple[int, int | None], dict] = {}   # (nAGQ, row order) → R's devfun
-        self._python_at_r: float | None = None      # the reference's objective at glmer's optimum
+        self._exact_at: tuple[float, float] | None = None   # exact objective at (the optimum, glmer's)
         self._evaluations: dict = {}                  # (nAGQ, mode) → stage 1's points and values
         self._r_refits: dict[int, list[FitResult]] = {}
         self._notes: list[str] = []                   # what stage 1 found and did not gate
@@ -129,14 +135,20 @@ class Diagnoser:
             self.r_side.drop(devfun)
         self._devfuns.clear()
 
+    def side(self, mode: str, timeout: float | None = None):
+        """The implementation compared under the name `mode`: the reference for "lme4" and "exact"."""
+        return self.impls[mode] if mode in self.impls else PythonSide(mode, timeout)
+
     def run(self, nAGQ: int, mode: str, py: FitResult, r: FitResult) -> Diagnosis:
         if not (py.ok and r.ok):
             return self._refused(nAGQ, mode, py, r)
-        tol = lambda q: self.policy.get(mode, nAGQ, q)      # noqa: E731 — one policy lookup per diff
+        klass = self.side(mode).tolerances
+        tol = lambda q: self.policy.get(klass, nAGQ, q)      # noqa: E731 — one policy lookup per diff
+        self._exact_at = None
         stages = (lambda: design(py, r, tol),
                   lambda: self.objective(nAGQ, mode, py, r, tol),
-                  lambda: optimum(mode, py, r, tol, self._python_at_r),
-                  lambda: derived(mode, py, r, tol))
+                  lambda: optimum(klass, py, r, tol, self._exact_at),
+                  lambda: derived(klass, py, r, tol))
         out, self._notes = Diagnosis(), []
         for k, stage in enumerate(stages):
             diffs = stage()
@@ -154,9 +166,9 @@ class Diagnoser:
             if [d for d in outside if not d.within_noise]:
                 out.stage_failed, out.verdict = k, VERDICT_OF_STAGE[k]
                 break
-        if mode == "exact" and out.stage_failed in (0, 1) and self._python_at_r is not None:
+        if klass == "exact" and out.stage_failed in (0, 1) and self._exact_at is not None:
             # never worse is checked whatever stage failed first (issue 13)
-            out.diffs += [d for d in optimum(mode, py, r, tol, self._python_at_r)
+            out.diffs += [d for d in optimum(klass, py, r, tol, self._exact_at)
                           if d.quantity in ("minus2loglik_excess", "optimum_gap")]
             if out.noise is not None:
                 out.noise.annotate(out.diffs)
@@ -208,14 +220,16 @@ class Diagnoser:
         band = NoiseBand()
         points, at_r, at_py = self._evaluations.get((nAGQ, mode), (None, None, None))
         lp0 = np.asarray(self._devfuns[nAGQ, None]["lp0"], float) if points is not None else None
+        impl = self.side(mode)
+        reference = isinstance(impl, PythonSide)
         if points is not None:
             devfun = self._devfun(nAGQ, None, self.case)
             moved = [p for pattern in ulp_moved(points) for p in pattern]     # one call per side
             for side, at in (("r", self.r_side.evaluate(devfun, moved)),
-                             ("python", PythonSide(mode).evaluate(self.case, nAGQ, moved, lp0))):
-                for k in range(0, len(moved), len(points)):
+                             ("python", _evaluations(impl, self.case, nAGQ, moved, lp0))):
+                for k in range(0, len(moved) if at else 0, len(points)):
                     band.add(side, _evaluation_diffs(at[k:k + len(points)], at_r if side == "r" else at_py, tol))
-            if mode == "lme4":
+            if reference and mode == "lme4":
                 for case_s in stopping_rounded(self.case):
                     band.add("python", _evaluation_diffs(PythonSide(mode).evaluate(case_s, nAGQ, points, lp0), at_py, tol))
                 band.stopping = STOPPING_ROUNDING
@@ -223,12 +237,14 @@ class Diagnoser:
                 band.flat_gap = max(gaps) if np.all(np.isfinite(gaps)) else None
                 band.floor = objective_floor(len(self.case.data) + np.size(at_r[0].u), at_r[0].value)
             else:       # what glmer's objective carries by design: lme4's PIRLS error at these points
-                band.add("python", _evaluation_diffs(PythonSide("lme4").evaluate(self.case, nAGQ, points, lp0), at_py, tol))
+                exact = at_py if reference else PythonSide("exact").evaluate(self.case, nAGQ, points, lp0)
+                band.add("python", _evaluation_diffs(PythonSide("lme4").evaluate(self.case, nAGQ, points, lp0), exact, tol))
                 band.lme4_pirls = True
-        if self.noise == "all" and cpu_path.available():
+        if self.noise == "all" and reference and cpu_path.available():
             fit_c, at_c = self._cpu_path.refit(self.case, nAGQ, mode, py.saturated, points, lp0)
             if fit_c.ok:
-                band.add("python", [*optimum(mode, fit_c, py, tol, None), *derived(mode, fit_c, py, tol)])
+                band.add("python", [*optimum(impl.tolerances, fit_c, py, tol, None),
+                                    *derived(impl.tolerances, fit_c, py, tol)])
                 band.add("python", _evaluation_diffs(at_c, at_py, tol) if points is not None else [])
             band.cpu_paths.append("numpy AVX-512 off")
         self._row_orders_into(band, range(ROW_ORDERS), nAGQ, mode, py, r, tol)
@@ -248,21 +264,22 @@ class Diagnoser:
         rows' fits, and deviance functions at stage 1's points (each order's own lp0, §3.3)."""
         points, at_r, at_py = self._evaluations.get((nAGQ, mode), (None, None, None))
         refits = self._r_refits.setdefault(nAGQ, [])
+        impl = self.side(mode, self.python_timeout)
         for j in orders:
             order = self._orders[j]
             case_j = self.case.with_rows(order)
             if j == len(refits):
                 refits.append(self.r_side.fit(case_j, nAGQ, r.saturated))
             C_j = saturated(case_j)
-            sides = {"r": (refits[j], r), "python": (PythonSide(mode, self.python_timeout).fit(case_j, nAGQ, C_j), py)}
+            sides = {"r": (refits[j], r), "python": (impl.fit(case_j, nAGQ, C_j), py)}
             for side, (fit_j, fit) in sides.items():
                 if not fit_j.ok:
                     band.refused[side] += fit_j.failure is None
                     band.unfinished[side] += fit_j.failure is not None
                     continue
                 band.add(side, design_noise(fit_j, fit, tol))
-                band.add(side, optimum(mode, fit_j, fit, tol, None))
-                band.add(side, derived(mode, _in_order(fit_j, order), fit, tol))
+                band.add(side, optimum(impl.tolerances, fit_j, fit, tol, None))
+                band.add(side, derived(impl.tolerances, _in_order(fit_j, order), fit, tol))
             band.orders += 1
             if points is None:
                 continue
@@ -272,8 +289,8 @@ class Diagnoser:
                 band.refused["r"] += 1
                 continue
             band.add("r", _evaluation_diffs(self.r_side.evaluate(devfun, points), at_r, tol))
-            band.add("python", _evaluation_diffs(PythonSide(mode).evaluate(
-                case_j, nAGQ, points, np.asarray(devfun["lp0"], float)), at_py, tol))
+            at_j = _evaluations(impl, case_j, nAGQ, points, np.asarray(devfun["lp0"], float))
+            band.add("python", _evaluation_diffs(at_j, at_py, tol) if at_j else [])
 
     def _devfun(self, nAGQ: int, order: int | None, case: Case) -> dict:
         """R's deviance function of `case` (the original rows, or row order `order`), made once."""
@@ -294,15 +311,30 @@ class Diagnoser:
 
     # -- stage 1 ------------------------------------------------------------------------------------
     def objective(self, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol) -> list[Diff]:
+        """Stage 1: both deviance functions at both optima (R's lp0 on both sides). For an
+        implementation other than the reference, in tolerance class "exact", also the reference's
+        exact objective at its optimum and glmer's (stage 2 judges the optimum on it)."""
         devfun = self._devfun(nAGQ, None, self.case)
         points = [r.pars, py.pars]
-        at_r = self.r_side.evaluate(devfun, points)
         lp0 = np.asarray(devfun["lp0"], float)
-        at_py = PythonSide(mode).evaluate(self.case, nAGQ, points, lp0)
-        self._python_at_r = at_py[0].value
+        impl = self.side(mode)
+        if not isinstance(impl, PythonSide) and impl.tolerances == "exact":
+            at_r_exact, at_py_exact = PythonSide("exact").evaluate(self.case, nAGQ, points, lp0)
+            if np.isfinite(at_r_exact.value) and np.isfinite(at_py_exact.value):
+                self._exact_at = (at_py_exact.value, at_r_exact.value)
+                self._notes.append(f"the exact objective (the reference's exact mode) at {mode}'s optimum: "
+                                   f"{at_py_exact.value!r}; at glmer's: {at_r_exact.value!r}")
+        try:
+            at_py = _evaluations(impl, self.case, nAGQ, points, lp0, strict=True)
+        except NoDevianceFunction as e:
+            self._notes.append(f"stage 1 (objective at identical parameters) not run: {e}")
+            return []
+        at_r = self.r_side.evaluate(devfun, points)
+        if isinstance(impl, PythonSide) and mode == "exact":
+            self._exact_at = (py.objective, at_py[0].value)
         self._evaluations[nAGQ, mode] = (points, at_r, at_py)
         diffs = _evaluation_diffs(at_py, at_r, tol)
-        if mode == "exact":
+        if isinstance(impl, PythonSide) and mode == "exact":
             self._lme4_refusals_into(diffs, nAGQ, points, at_r, at_py, lp0)
         return diffs
 
@@ -329,6 +361,21 @@ class Diagnoser:
                                "objective is evaluated there")
 
 
+def _evaluations(impl, case: Case, nAGQ: int, points, lp0, strict: bool = False) -> list | None:
+    """`impl`'s deviance function at `points`; None where it has none for this case (or, `strict`,
+    NoDevianceFunction saying why)."""
+    if not hasattr(impl, "evaluate"):
+        if strict:
+            raise NoDevianceFunction(f"{impl.name} exposes no deviance function")
+        return None
+    try:
+        return impl.evaluate(case, nAGQ, points, lp0)
+    except NoDevianceFunction:
+        if strict:
+            raise
+        return None
+
+
 def _no_value(ev) -> str | None:
     """Why an evaluation has no value (its error, or a NaN objective); None where it has one."""
     return ev.error or (None if np.isfinite(ev.value) else f"the objective is {ev.value}")
@@ -343,8 +390,9 @@ def _evaluation_diffs(at_py, at_r, tol) -> list[Diff]:
             continue
         out.append(D.scalar(f"objective@{where}", e_py.value, e_r.value, tol("objective"), 1))
         out += [D.scalar(f"{q}@{where}", getattr(e_py, q), getattr(e_r, q), tol(q), 1)
-                for q in ("ldL2", "ussq", "drsum")]
-        out.append(D.array(f"u@{where}", e_py.u, e_r.u, tol("u"), 1))
+                for q in ("ldL2", "ussq", "drsum") if getattr(e_py, q) is not None]    # parts it exposes
+        if e_py.u is not None:
+            out.append(D.array(f"u@{where}", e_py.u, e_r.u, tol("u"), 1))
     return out
 
 
@@ -384,16 +432,21 @@ def _refused(py: FitResult, r: FitResult) -> Diagnosis:
 
 # -- stages 0, 2, 3: from the two fits alone ---------------------------------------------------------
 def design(py: FitResult, r: FitResult, tol) -> list[Diff]:
+    """Stage 0, of what the implementation's fit exposes (X_names, X, Zt, theta_lower in `extra`;
+    the reference all of them)."""
     p, q = py.extra, r.extra
-    out = [D.equal("X_names", p["X_names"], q["X_names"], 0),
-           D.equal("theta_names", py.theta_names, r.theta_names, 0)]
-    if out[0].ok:
-        out.append(D.array("X", p["X"], q["X"], tol("X"), 0))
-    out.append(D.sparse_pattern("Zt", p["Zt"], q["Zt"], 0))
-    if out[-1].ok:
-        out.append(D.array("Zt", p["Zt"], q["Zt"], tol("Zt"), 0))
-    out.append(D.array("theta_lower", np.nan_to_num(p["theta_lower"], neginf=-1e308),
-                       np.nan_to_num(q["theta_lower"], neginf=-1e308), tol("theta_lower"), 0))
+    out = [D.equal("theta_names", py.theta_names, r.theta_names, 0)]
+    if "X_names" in p:
+        out.append(D.equal("X_names", p["X_names"], q["X_names"], 0))
+        if out[-1].ok and "X" in p:
+            out.append(D.array("X", p["X"], q["X"], tol("X"), 0))
+    if "Zt" in p:
+        out.append(D.sparse_pattern("Zt", p["Zt"], q["Zt"], 0))
+        if out[-1].ok:
+            out.append(D.array("Zt", p["Zt"], q["Zt"], tol("Zt"), 0))
+    if "theta_lower" in p:
+        out.append(D.array("theta_lower", np.nan_to_num(p["theta_lower"], neginf=-1e308),
+                           np.nan_to_num(q["theta_lower"], neginf=-1e308), tol("theta_lower"), 0))
     lme4_C = q.get("saturated_lme4")
     if lme4_C is not None:
         saturated = D.scalar("saturated", py.saturated, lme4_C, tol("saturated"), 0)
@@ -411,25 +464,28 @@ def design_noise(fit_j: FitResult, fit: FitResult, tol) -> list[Diff]:
     return [] if a is None or b is None else [D.scalar("saturated", a, b, tol("saturated"), 0)]
 
 
-def optimum(mode: str, py: FitResult, r: FitResult, tol, python_at_r: float | None) -> list[Diff]:
-    """lme4 mode: the two optima must coincide. exact mode: exact and glmer optimize different
-    functions (converged vs lme4's PIRLS), so the optimum is judged on the exact objective —
+def optimum(mode: str, py: FitResult, r: FitResult, tol, exact_at: tuple[float, float] | None) -> list[Diff]:
+    """`mode` a tolerance class. lme4: the two optima must coincide. exact: the implementation
+    and glmer optimize different functions (converged vs lme4's PIRLS), so the optimum is judged
+    on the exact objective, `exact_at` = its values at (the implementation's optimum, glmer's) —
     `minus2loglik_excess` = exact at its optimum − exact at glmer's optimum ≤ tol (never worse);
     `optimum_gap` = the same difference in absolute value (how far glmer's optimum is from the
     exact one, in −2 log L units), −2 log L (glmer's carries its PIRLS error), θ, β and the deviance
     are reported, informational."""
     out = _informational_in_exact(mode, [D.scalar("minus2loglik", py.minus2loglik, r.minus2loglik,
                                                   tol("minus2loglik"), 2)])
-    if mode == "exact" and python_at_r is not None:
-        out += [D.at_most("minus2loglik_excess", py.objective, python_at_r, tol("minus2loglik_excess"), 2),
-                *_informational_in_exact(mode, [D.scalar("optimum_gap", python_at_r - py.objective, 0.0,
+    if mode == "exact" and exact_at is not None:
+        at_optimum, at_r = exact_at
+        out += [D.at_most("minus2loglik_excess", at_optimum, at_r, tol("minus2loglik_excess"), 2),
+                *_informational_in_exact(mode, [D.scalar("optimum_gap", at_r - at_optimum, 0.0,
                                                          tol("optimum_gap"), 2)])]
     params = D.named("theta", dict(zip(py.theta_names, py.theta)), dict(zip(r.theta_names, r.theta)),
                      tol("theta"), 2)
     params += D.named("fixef", py.fixef, r.fixef, tol("fixef"), 2)
-    if list(py.fixef) == list(r.fixef) and all(np.isfinite(list(r.se.values()))):
+    if list(py.fixef) == list(r.fixef) == list(r.se) and all(np.isfinite(list(r.se.values()))):
         params += D.named("fixef_se_units", py.fixef, r.fixef, tol("fixef_se_units"), 2, scale=r.se)
-    params.append(D.scalar("deviance", py.deviance, r.deviance, tol("deviance"), 2))
+    if py.deviance is not None:             # below: what an implementation other than the reference may not expose
+        params.append(D.scalar("deviance", py.deviance, r.deviance, tol("deviance"), 2))
     return out + _informational_in_exact(mode, params)
 
 
@@ -437,16 +493,17 @@ def derived(mode: str, py: FitResult, r: FitResult, tol) -> list[Diff]:
     """SEs, conditional modes and fitted values at each side's optimum. In exact mode these are
     informational: they follow the optimum's location (judged in stage 2) and, for Hessian-based
     SEs, lme4's second differences of a piecewise objective (§5.7, §6.1)."""
-    out = D.named("se", py.se, r.se, tol("se"), 3)
-    if r.se_rx:
+    out = D.named("se", py.se, r.se, tol("se"), 3) if py.se else []
+    if r.se_rx and py.se_rx:                 # an implementation other than the reference may have none
         out += D.named("se_rx", py.se_rx, r.se_rx, tol("se_rx"), 3)
-    for group, re_r in (r.ranef or {}).items():
+    for group, re_r in (r.ranef or {}).items() if py.ranef is not None else ():
         re_py = (py.ranef or {}).get(group)
         if re_py is None:
             out.append(D.equal("ranef groups", sorted(py.ranef or {}), sorted(r.ranef), 3))
             continue
         out.append(D.array(f"ranef[{group}]", re_py["values"], re_r["values"], tol("ranef"), 3))
-    out.append(D.array("fitted", py.fitted, r.fitted, tol("fitted"), 3))
+    if py.fitted is not None:
+        out.append(D.array("fitted", py.fitted, r.fitted, tol("fitted"), 3))
     return _informational_in_exact(mode, out)
 
 

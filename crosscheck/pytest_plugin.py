@@ -4,7 +4,9 @@
   (`strategies.PROFILES`), registered under their own names and loaded only by a project that asks
   (`settings.load_profile("crosscheck-ci")`): the plugin changes no setting of anyone else's;
 - fixtures `r_session` (the process's embedded R) and `compare_case` (`compare_case(case,
-  modes=("lme4",), **kw) -> CaseReport`); `assert_passes(report)` fails with the text report;
+  modes=("lme4",), **kw) -> CaseReport`; `modes` name implementations, as `--impl` does:
+  `("mixedlm",)`, `("path/to/file.py:attr",)` or an implementation object); `assert_passes(report)`
+  fails with the text report;
 - `@pytest.mark.nagq(0, 1, 9)` parametrizes a test's `nagq` argument;
 - `@pytest.mark.corpus(directory)` parametrizes `corpus_case` over the case files of a directory
   (default: the ini option `crosscheck_corpus`, `tests/corpus/cases`);

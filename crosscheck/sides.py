@@ -1,9 +1,10 @@
-"""The two sides of a comparison, behind one interface: fit a case, build its deviance function,
-evaluate it at given parameter vectors. Both return the same types (`FitResult`, `Evaluation`),
+"""The sides of a comparison, behind one interface: fit a case, build its deviance function,
+evaluate it at given parameter vectors. All return the same types (`FitResult`, `Evaluation`),
 so the comparison never asks which side a number came from.
 
 `PythonSide` runs `reference_impl` in this process (mode "lme4" or "exact"); `RSide` runs glmer
-through the embedded R (`crosscheck.rbridge`), and `GlmmTMBSide` glmmTMB's Laplace fit.
+through the embedded R (`crosscheck.rbridge`), and `GlmmTMBSide` glmmTMB's Laplace fit. The
+reference and glmmTMB are implementations under test (`implementations.py`); glmer is the anchor.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from reference_impl.design import build_design
 from reference_impl.families import make_family
 
 from .case import Case
+from .implementations import Capabilities
 from .interrupt import Timeout, time_limit
 from .machine import fingerprint
 from .rbridge import RBridgeError, RSession, RTimeout
@@ -106,12 +108,17 @@ def harness_failure(side: str, error: BaseException, nAGQ: int | None) -> FitRes
 
 
 class PythonSide:
-    """`reference_impl` in `mode` ("lme4" or "exact"); a fit past `timeout` seconds is a TIMEOUT."""
+    """`reference_impl` in `mode` ("lme4" or "exact"), an implementation named and judged by its
+    mode (`implementations.py`); a fit past `timeout` seconds is a TIMEOUT."""
+
+    capabilities = Capabilities()
 
     def __init__(self, mode: str = "lme4", timeout: float | None = None):
-        self.mode = mode
-        self.name = f"python-{mode}"
+        self.mode = self.name = self.tolerances = mode
         self.timeout = timeout
+
+    def versions(self) -> dict[str, str]:
+        return {**python_versions(), "reference_mode": self.mode}
 
     def fit(self, case: Case, nAGQ: int, saturated_C: float | None = None) -> FitResult:
         C = saturated(case) if saturated_C is None else saturated_C
@@ -126,7 +133,7 @@ class PythonSide:
         except Exception as e:                       # noqa: BLE001 — a crash is reported, not raised
             return _refusal("python", e, nAGQ)
         result = FitResult.from_reference(fit, fit.model.design)     # the design the fit was built on
-        result.versions = {**python_versions(), "reference_mode": self.mode}
+        result.versions = self.versions()
         return _on_absolute_scale(result, case, C, REFERENCE_LME4_VERSION)
 
     def evaluate(self, case: Case, nAGQ: int, pars: list[np.ndarray], lp0: np.ndarray | None
@@ -237,15 +244,21 @@ class RSide:
 
 
 class GlmmTMBSide:
-    """glmmTMB's Laplace fit, the third referee (nAGQ = 1 only)."""
+    """glmmTMB's Laplace fit (nAGQ = 1 only): the referee of `compare --referee`, and an
+    implementation under test (`--impl glmmtmb`), judged as an independent fit of the likelihood."""
 
     name = "glmmtmb"
+    tolerances = "exact"
+    capabilities = Capabilities(nagq=(1,))
 
     def __init__(self, session: RSession | None = None, timeout: float | None = None):
         self.session = session or RSession.get()
         self.timeout = timeout
 
-    def fit(self, case: Case, saturated_C: float | None = None) -> FitResult:
+    def versions(self) -> dict[str, str]:
+        return dict(self.session.versions())
+
+    def fit(self, case: Case, nAGQ: int = 1, saturated_C: float | None = None) -> FitResult:
         try:
             record = self.session.fit_glmmtmb(case.data, case.formula, case.family, link=case.link,
                                               weights=case.weights, offset=case.offset,
@@ -258,5 +271,16 @@ class GlmmTMBSide:
             return harness_failure("glmmtmb", e, 1)
         result = FitResult.from_r(record, side="glmmtmb")
         result.nAGQ = 1
+        result.versions = {**result.versions, **self.versions()}
         return _on_absolute_scale(result, case, saturated(case) if saturated_C is None else saturated_C,
                                   None)
+
+
+def reference_lme4() -> PythonSide:
+    """The built-in implementation `lme4`: the reference in lme4 mode."""
+    return PythonSide("lme4")
+
+
+def reference_exact() -> PythonSide:
+    """The built-in implementation `exact`: the reference in exact mode."""
+    return PythonSide("exact")
