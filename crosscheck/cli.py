@@ -155,13 +155,16 @@ def compare(case_file, data, formula, family, link, weights, offset, nagq, name,
 @case_options
 @click.option("--out", type=click.Path(file_okay=False), default="repro", show_default=True,
               help="directory for the scripts (and data.csv when the data are large)")
+@click.option("--impl", default="reference", show_default=True, help=IMPL_HELP)
 @fails_cleanly
-def repro(case_file, data, formula, family, link, weights, offset, nagq, name, out):
-    """Write a standalone R script (glmer) and Python script (reference) reproducing a case."""
+def repro(case_file, data, formula, family, link, weights, offset, nagq, name, out, impl):
+    """Write a standalone R script (glmer) and Python script (reference, or --impl) reproducing a case."""
     from .repro import write_repro
 
     case = build_case(case_file, data, formula, family, link, weights, offset, nagq, name)
-    for path in write_repro(case, out):
+    if impl != "reference":
+        impl_modes(impl, "both")                    # a bad name fails here
+    for path in write_repro(case, out, None if impl == "reference" else impl):
         click.echo(str(path))
 
 
@@ -283,6 +286,7 @@ def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, impl
 @main.command()
 @case_options
 @click.option("--mode", type=click.Choice(["lme4", "exact"]), default="lme4", show_default=True)
+@click.option("--impl", default="reference", show_default=True, help=IMPL_HELP)
 @click.option("--at", "at", default=None, metavar="PARS",
               help="comma-separated parameter vector for the PIRLS trace [default: glmer's optimum]")
 @click.option("--attribution/--no-attribution", default=True, show_default=True,
@@ -293,7 +297,7 @@ def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, impl
 @click.option("--timeout", type=float, default=TIMEOUT, show_default=True,
               help="seconds per R call and per fit of the reference")
 @fails_cleanly
-def investigate(case_file, data, formula, family, link, weights, offset, nagq, name, mode, at,
+def investigate(case_file, data, formula, family, link, weights, offset, nagq, name, mode, impl, at,
                 attribution, html, fmt, timeout):
     """Why do the reference and glmer part? Profiles, PIRLS traces, components, diagnostics and
     the error attribution, per nAGQ (default 1)."""
@@ -307,6 +311,7 @@ def investigate(case_file, data, formula, family, link, weights, offset, nagq, n
     if at is not None and len(case.nagq) > 1:
         raise ModelError("--at needs a single --nagq (the parameter vector's length depends on it)")
     r_side = RSide(timeout=timeout)
+    (mode,) = impl_modes(impl, mode)
     invs = [run_investigation(case, k, mode, at, Policy.load("pyproject.toml"), r_side, python_timeout=timeout)
             for k in case.nagq]
     reason = not_attributable(case) if attribution else "not asked for (--no-attribution)"
@@ -374,8 +379,10 @@ def report(run_id, store_path, jsonl, out):
               help="where gate.md and junit.xml go")
 @click.option("--simulate-cpu", is_flag=True,
               help="run the cases in workers with numpy's AVX-512 kernels off (another CPU path)")
+@click.option("--impl", default=None,
+              help="the implementation gated (as compare's --impl; default: the baseline's, the reference's modes)")
 @fails_cleanly
-def gate(baseline, update_baseline, workers, case_timeout, store_path, out, simulate_cpu):
+def gate(baseline, update_baseline, workers, case_timeout, store_path, out, simulate_cpu, impl):
     """CI gate: re-run the pinned corpus and compare with the baseline. Exit 1 when a passing
     comparison fails or a difference grows past the policy's factor (crosscheck/gate.py).
     --update-baseline measures every comparison's noise band, here and on a simulated other CPU."""
@@ -390,7 +397,7 @@ def gate(baseline, update_baseline, workers, case_timeout, store_path, out, simu
     executor = (simulated if simulate_cpu else SubprocessPool(workers, case_timeout, out / "workers.log")
                 if workers else serial)
     found, run_id, text = run_gate(Path(baseline), Store(store_path), executor, out, update_baseline,
-                                   simulated)
+                                   simulated, None if impl is None else impl_modes(impl, "both"))
     click.echo(text)
     if update_baseline:
         click.echo(f"baseline {baseline} rewritten from run {run_id}")

@@ -226,7 +226,7 @@ class Diagnoser:
             devfun = self._devfun(nAGQ, None, self.case)
             moved = [p for pattern in ulp_moved(points) for p in pattern]     # one call per side
             for side, at in (("r", self.r_side.evaluate(devfun, moved)),
-                             ("python", _evaluations(impl, self.case, nAGQ, moved, lp0))):
+                             ("python", evaluations(impl, self.case, nAGQ, moved, lp0))):
                 for k in range(0, len(moved) if at else 0, len(points)):
                     band.add(side, _evaluation_diffs(at[k:k + len(points)], at_r if side == "r" else at_py, tol))
             if reference and mode == "lme4":
@@ -289,7 +289,7 @@ class Diagnoser:
                 band.refused["r"] += 1
                 continue
             band.add("r", _evaluation_diffs(self.r_side.evaluate(devfun, points), at_r, tol))
-            at_j = _evaluations(impl, case_j, nAGQ, points, np.asarray(devfun["lp0"], float))
+            at_j = evaluations(impl, case_j, nAGQ, points, np.asarray(devfun["lp0"], float))
             band.add("python", _evaluation_diffs(at_j, at_py, tol) if at_j else [])
 
     def _devfun(self, nAGQ: int, order: int | None, case: Case) -> dict:
@@ -325,7 +325,7 @@ class Diagnoser:
                 self._notes.append(f"the exact objective (the reference's exact mode) at {mode}'s optimum: "
                                    f"{at_py_exact.value!r}; at glmer's: {at_r_exact.value!r}")
         try:
-            at_py = _evaluations(impl, self.case, nAGQ, points, lp0, strict=True)
+            at_py = evaluations(impl, self.case, nAGQ, points, lp0, strict=True)
         except NoDevianceFunction as e:
             self._notes.append(f"stage 1 (objective at identical parameters) not run: {e}")
             return []
@@ -361,7 +361,7 @@ class Diagnoser:
                                "objective is evaluated there")
 
 
-def _evaluations(impl, case: Case, nAGQ: int, points, lp0, strict: bool = False) -> list | None:
+def evaluations(impl, case: Case, nAGQ: int, points, lp0, strict: bool = False) -> list | None:
     """`impl`'s deviance function at `points`; None where it has none for this case (or, `strict`,
     NoDevianceFunction saying why)."""
     if not hasattr(impl, "evaluate"):

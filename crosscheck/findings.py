@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .corpus import class_name, save_reproducers
+from .corpus import REPRESENTATIVE, class_name, save_reproducers
 from .outputs import QUANTITIES, fmt, harness_line, verdict_table
 from .store import Store
 
@@ -54,17 +54,28 @@ SELECT coalesce(c.stratum, '-') AS stratum, count(*) AS fits, sum(f.passed) AS p
        sum(f.verdict = 'within-noise') AS noise, sum(f.verdict = 'objective-mismatch') AS objective, sum(f.verdict = 'optimizer-only') AS optimizer,
        sum(f.verdict = 'se-mismatch') AS se, sum(f.verdict LIKE '%refused' AND NOT f.passed) AS refusals
 FROM fits f JOIN cases c USING (case_id)
-WHERE c.run_id = ? AND f.mode = 'lme4' AND c.case_key LIKE 'gen:%'
+WHERE c.run_id = ? AND f.mode = ? AND c.case_key LIKE 'gen:%'
 GROUP BY 1 ORDER BY 1
 """
+BY_FAMILY = BY_STRATUM.replace("coalesce(c.stratum, '-') AS stratum", "f.nagq, c.family || '(' || c.link || ')'") \
+    .replace("AND c.case_key LIKE 'gen:%'", "").replace("GROUP BY 1 ORDER BY 1", "GROUP BY 1, 2 ORDER BY 1, 2")
+_VERDICT_COLUMNS = ("fits | passed | of which within noise | objective-mismatch | optimizer-only | se-mismatch | "
+                    "refusals not agreeing |")
 
 
-def stratum_table(store: Store, run_id: str) -> str:
-    """lme4-mode verdicts of generated cases by stratum (`strategies.STRATA`)."""
-    lines = ["| stratum | fits | passed | of which within noise | objective-mismatch | "
-             "optimizer-only | se-mismatch | refusals not agreeing |", "|---|---|---|---|---|---|---|---|"]
+def stratum_table(store: Store, run_id: str, mode: str = "lme4") -> str:
+    """`mode`'s verdicts of generated cases by stratum (`strategies.STRATA`)."""
+    lines = ["| stratum | " + _VERDICT_COLUMNS, "|---|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(str(v) for v in tuple(r)) + " |"
-              for r in store.query(BY_STRATUM, run_id)]
+              for r in store.query(BY_STRATUM, run_id, mode)]
+    return "\n".join(lines)
+
+
+def family_table(store: Store, run_id: str, mode: str) -> str:
+    """`mode`'s verdicts by nAGQ and family (link), every case of the run."""
+    lines = ["| nAGQ | family | " + _VERDICT_COLUMNS, "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(str(v) for v in tuple(r)) + " |"
+              for r in store.query(BY_FAMILY, run_id, mode)]
     return "\n".join(lines)
 
 
@@ -75,9 +86,37 @@ def _class_section(store: Store, run_id: str, cls: dict, path: Path, how: str, b
              f"{cls['n']} fits; families: {cls['families']}; worst |Δ|/tolerance "
              f"{fmt(cls['worst'])}.", "",
              f"Reproducer {link}: `{doc['formula']}`, {doc['family']}({doc['link']}), "
-             f"{doc['data']['nrow']} rows, nAGQ {doc['nagq'][0]}, {cls['mode']} mode — {how}.", "",
-             f"    crosscheck compare --case {path} --mode {cls['mode']}", ""]
+             f"{doc['data']['nrow']} rows, nAGQ {doc['nagq'][0]}, {cls['mode']} — {how}.", "",
+             *_worst_case(store, run_id, cls),
+             f"    crosscheck compare --case {path} {_impl_option(cls['mode'])}",
+             f"    crosscheck repro --case {path} {_impl_option(cls['mode'])}   # standalone R and Python scripts", ""]
     return "\n".join(lines)
+
+
+def _impl_option(mode: str) -> str:
+    return f"--mode {mode}" if mode in ("lme4", "exact") else f"--impl {mode}"
+
+
+def _g(v) -> str:
+    return f"{v:.10g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def _worst_case(store: Store, run_id: str, cls: dict) -> list[str]:
+    """What the class's worst case (as stored, before shrinking) says: both sides' −2 log L or
+    refusals, the stage where they part and its differences beyond tolerance, the notes."""
+    row = store.query(REPRESENTATIVE, run_id, cls["verdict"], cls["mode"], cls["nagq"], cls["kind"])[0]
+    (report,) = store.query("SELECT report_json FROM cases WHERE run_id = ? AND case_key = ?", run_id, row["case_key"])
+    res = next((r for r in json.loads(report[0] or "{}").get("results", [])
+                if r["nAGQ"] == cls["nagq"] and r["mode"] == cls["mode"]), None)
+    if res is None:
+        return []
+    side = lambda s: (f"refuses: {s['error']}" if s.get("error") else f"−2 log L {_g(s.get('minus2loglik'))}")  # noqa: E731
+    bad = [d for d in res["diffs"] if not d.get("ok") and d.get("gating")][:4]
+    return [f"Worst case {row['case_key']} (before shrinking): {cls['mode']} {side(res['python'])}; glmer "
+            f"{side(res['r'])}; they part at stage {res['stage_failed'] or '-'}"
+            + ("; beyond tolerance: " + ", ".join(f"{d['quantity']} {_g(d['python'])} against glmer's {_g(d['r'])}"
+                                                  for d in bad) if bad else "") + ".",
+            *[f"Note: {n}" for n in res.get("notes", [])[:3]], ""]
 
 
 ANALYSIS = re.compile(r"<!-- analysis -->.*?<!-- /analysis -->\n", re.S)
@@ -117,7 +156,9 @@ def findings(store: Store, run_id: str, out: Path, corpus: Path, budget_s: float
         "tolerance, `beyond noise` those where it was also more than 2 noise bands away (the "
         "band is measured only where a comparison would otherwise fail).", "",
         distribution_table(store, run_id, "gen:%"), "",
-        "## lme4 mode by stratum (generated cases)", "", stratum_table(store, run_id), "",
+        f"## {config['modes'][0]} by stratum (generated cases)", "",
+        stratum_table(store, run_id, config["modes"][0]), "",
+        f"## {config['modes'][0]} by nAGQ and family", "", family_table(store, run_id, config["modes"][0]), "",
         "## Failure classes and their reproducers", "",
         "A class is (verdict, mode, nAGQ), a crash of the reference apart. Its worst case was shrunk "
         "by hypothesis (the same verdict for the same family and link) and saved as a case file.", ""]

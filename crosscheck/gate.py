@@ -202,16 +202,23 @@ def junit_cases(changes_: list[Change], entries: dict[str, dict]) -> list[dict]:
 
 
 def run_gate(baseline_path: Path, store: Store, executor, out: Path, update: bool = False,
-             simulated=None) -> tuple[list[Change], str, str]:
+             simulated=None, modes: tuple[str, ...] | None = None) -> tuple[list[Change], str, str]:
     """Re-run the pinned corpus, compare with the baseline, write `gate.md` and `junit.xml` into
     `out`. With `update`, measure the noise band of every comparison, measure again with the
     executor `simulated` (workers on another CPU path, `machine.SIMULATED_CPU`) and write the new
-    baseline from both instead. Returns the changes, the run id and the Markdown report."""
+    baseline from both instead. `modes`: the implementations gated (`--impl`): with `update` they
+    replace the baseline's; otherwise they must be the baseline's, which was measured on them.
+    Returns the changes, the run id and the Markdown report."""
     from .outputs import junit_xml, verdict_table
     from .sweep import SweepConfig, start, sweep
 
     doc = None if update else load_baseline(baseline_path)
     gate_config = {**DEFAULTS, **(doc or _lenient(baseline_path))["config"]}
+    if modes is not None and update:
+        gate_config["modes"] = list(modes)
+    elif modes is not None and list(modes) != list(gate_config["modes"]):
+        raise BaselineError(f"{baseline_path} gates {', '.join(gate_config['modes'])}, not "
+                            f"{', '.join(modes)}: measure a baseline of its own with --update-baseline")
     config = SweepConfig(cases=gate_config["generated"], seed=gate_config["seed"],
                          max_groups=gate_config["max_groups"], datasets=(),
                          files=tuple(map(str, corpus_files(baseline_path, gate_config))),

@@ -31,8 +31,9 @@ from reference_impl.pirls import pirls
 
 from .case import Case
 from .compare import Comparison, compare_case
-from .diagnose import STAGES
+from .diagnose import STAGES, evaluations
 from .diffs import plain
+from .implementations import NoDevianceFunction, load
 from .result import HARNESS_ERROR, TIMEOUT, FitResult
 from .sides import REFUSALS, Evaluation, PirlsTrace, PythonSide, RSide
 from .tolerances import Policy
@@ -110,7 +111,7 @@ def investigate(case: Case, nAGQ: int, mode: str = "lme4", at=None, policy: Poli
     report = compare_case(case.with_nagq([nAGQ]), (mode,), policy, r_side, python_timeout=python_timeout)
     c = report.results[0]
     d = c.diagnosis
-    inv = Investigation(report.to_json()["case"], nAGQ, mode, d.verdict,
+    inv = Investigation(report.to_json()["case"], nAGQ, c.mode, d.verdict,
                         None if d.stage_failed is None else STAGES[d.stage_failed], c.to_json(),
                         notes=list(d.notes))
     if not (c.python.ok and c.r.ok):
@@ -123,12 +124,18 @@ def investigate(case: Case, nAGQ: int, mode: str = "lme4", at=None, policy: Poli
     inv.diagnostics = {"r": r_diagnostics(c.r), "python": python_diagnostics(c.python)}
     at = c.r.pars if at is None else _parse_at(at, len(inv.names))
     inv.trace_at = at.tolist()
+    impl = PythonSide(mode) if mode in ("lme4", "exact") else load(mode)
     devfun = r_side.devfun(case, nAGQ)
     try:
-        both = _Both(case, nAGQ, mode, r_side, devfun)
-        _profiles(inv, c, both, points)
-        inv.traces = {"r": _trace_json(r_side.trace(devfun, at)),
-                      "python": _trace_json(PythonSide(mode).trace(case, nAGQ, at, both.lp0))}
+        both = _Both(case, nAGQ, impl, r_side, devfun)
+        try:
+            _profiles(inv, c, both, points)
+        except NoDevianceFunction as e:
+            inv.notes.append(f"no profiles, PIRLS traces or fixed-modes curve: {e}")
+            return inv
+        own = (impl.trace(case, nAGQ, at, both.lp0) if isinstance(impl, PythonSide)    # PIRLS per iteration
+               else PirlsTrace([], [], None, f"{c.mode} exposes no PIRLS trace"))
+        inv.traces = {"r": _trace_json(r_side.trace(devfun, at)), "python": _trace_json(own)}
         try:
             inv.fixed_modes = fixed_modes(case, c.r, both)
         except REFUSALS as e:
@@ -139,15 +146,15 @@ def investigate(case: Case, nAGQ: int, mode: str = "lme4", at=None, policy: Poli
 
 
 class _Both:
-    """Both deviance functions of one (case, nAGQ, mode), evaluated at the same points."""
+    """Both deviance functions of one (case, nAGQ, implementation), evaluated at the same points."""
 
-    def __init__(self, case: Case, nAGQ: int, mode: str, r_side: RSide, devfun: dict):
+    def __init__(self, case: Case, nAGQ: int, impl, r_side: RSide, devfun: dict):
         self.case, self.nAGQ, self.r_side, self.devfun = case, nAGQ, r_side, devfun
-        self.python = PythonSide(mode)
+        self.python = impl
         self.lp0 = np.asarray(devfun["lp0"], float)
 
     def evaluate(self, pars: list[np.ndarray]) -> tuple[list[Evaluation], list[Evaluation]]:
-        return (self.python.evaluate(self.case, self.nAGQ, pars, self.lp0),
+        return (evaluations(self.python, self.case, self.nAGQ, pars, self.lp0, strict=True),
                 self.r_side.evaluate(self.devfun, pars))
 
     def curve(self, label: str, x, pars: list[np.ndarray], marks: dict[str, float]) -> Curve:
@@ -156,15 +163,16 @@ class _Both:
 
 
 def _columns(evs: list[Evaluation]) -> dict[str, list[float]]:
-    return {k: [float(getattr(e, k)) for e in evs] for k in COMPONENTS}
+    """Each component over `evs`; NaN for a part an implementation does not expose."""
+    return {k: [np.nan if getattr(e, k) is None else float(getattr(e, k)) for e in evs] for k in COMPONENTS}
 
 
 def _profiles(inv: Investigation, c: Comparison, both: _Both, points: int) -> None:
     r_opt, py_opt = c.r.pars, c.python.pars
     py, r = both.evaluate([r_opt, py_opt])
     for where, k in (("r", 0), ("python", 1)):
-        inv.at_optima[f"python@{where}"] = {q: float(getattr(py[k], q)) for q in COMPONENTS}
-        inv.at_optima[f"r@{where}"] = {q: float(getattr(r[k], q)) for q in COMPONENTS}
+        inv.at_optima[f"python@{where}"] = {q: v[k] for q, v in _columns(py).items()}
+        inv.at_optima[f"r@{where}"] = {q: v[k] for q, v in _columns(r).items()}
     step = py_opt - r_opt
     if np.any(step != 0):
         inv.segment = both.curve("glmer → python", SEGMENT_T, [r_opt + s * step for s in SEGMENT_T],
@@ -228,7 +236,11 @@ def r_diagnostics(r: FitResult) -> dict[str, Any]:
 
 
 def python_diagnostics(py: FitResult) -> dict[str, Any]:
-    opt = py.extra["optinfo"]
+    """The reference's optimizer history; of another implementation, what its fit reports."""
+    opt = py.extra.get("optinfo")
+    if opt is None:
+        return {"converged": py.converged, "optimizer": py.optimizer, "feval": py.feval, "stages": [],
+                "checkConv": [], "messages": list(py.messages), "gradient": None, "hessian_eigenvalues": None}
     return {"converged": py.converged, "optimizer": py.optimizer, "feval": py.feval,
             "stages": [f"{s.optimizer}: {s.feval} evaluations, code {s.code} {s.message}".strip()
                        for s in opt.stages],

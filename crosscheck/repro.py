@@ -1,7 +1,9 @@
-"""Standalone reproducers of a case: an R script (glmer) and a Python script (the reference).
+"""Standalone reproducers of a case: an R script (glmer) and a Python script (the reference, or
+the implementation under test: `repro --impl`).
 
 Neither needs glmm-crosscheck's harness: the R script needs R and lme4, the Python script the
-`reference_impl` package. Data are inlined when the case has at most `INLINE_ROWS` rows and
+`reference_impl` package (for another implementation: that implementation, loaded as `--impl`
+names it, fitting the case as the harness does). Data are inlined when the case has at most `INLINE_ROWS` rows and
 written beside the scripts as `data.csv` otherwise (factor levels are always inlined, so both
 sides see the levels in the case's order).
 """
@@ -121,12 +123,14 @@ cat("lme4", as.character(packageVersion("lme4")), "R", R.version.string, "\\n")
 """
 
 
-def python_script(case: Case, inline: bool) -> str:
+def python_script(case: Case, inline: bool, impl: str | None = None) -> str:
     load = _load(case, inline, _py_column,
                  lambda cols: "data = pd.DataFrame({\n    " + ",\n    ".join(
                      f"{c!r}: {v}" for c, v in cols) + ",\n})",
                  "data = pd.read_csv(Path(__file__).with_name('data.csv'), keep_default_na=True)",
                  lambda c, v: f"data[{c!r}] = {v}")
+    if impl is not None:
+        return _impl_script(case, load, impl)
     return f"""\"\"\"Reproduces glmm-crosscheck case {label(case)} with the Python reference.\"\"\"
 from math import inf, nan
 from pathlib import Path
@@ -150,14 +154,46 @@ for k in {list(case.nagq)!r}:
 """
 
 
-def write_repro(case: Case, out: str | Path) -> list[Path]:
-    """Write `<name>.R`, `<name>.py` (and `data.csv` for large data) into directory `out`."""
+def _impl_script(case: Case, load: str, impl: str) -> str:
+    """The Python reproducer for an implementation other than the reference (`--impl impl`)."""
+    return f"""\"\"\"Reproduces glmm-crosscheck case {label(case)} with the implementation {impl!r}.\"\"\"
+from math import inf, nan
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crosscheck.case import Case
+from crosscheck.implementations import load
+
+{load}
+impl = load({impl!r})
+case = Case.make(data, {case.formula!r}, {case.family!r}, link={case.link!r}, weights={case.weights!r},
+                 offset={case.offset!r}, nagq={tuple(case.nagq)!r})
+print(impl.name, impl.versions())
+for k in case.nagq:
+    fit = impl.fit(case, k)
+    if not fit.ok:
+        print(f"nAGQ {{k}}: refused: {{fit.error}}")
+        continue
+    print(f"nAGQ {{k}}: -2logLik {{fit.minus2loglik!r}}  deviance {{fit.deviance!r}}")
+    print("  theta:", fit.theta)
+    print("  fixef:", list(fit.fixef.values()))
+    print("  se:   ", list(fit.se.values()))
+    for msg in fit.messages:
+        print("  message:", msg)
+"""
+
+
+def write_repro(case: Case, out: str | Path, impl: str | None = None) -> list[Path]:
+    """Write `<name>.R`, `<name>.py` (and `data.csv` for large data) into directory `out`; the
+    Python script fits with the reference, or with the implementation `impl` (`--impl`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     inline = len(case.data) <= INLINE_ROWS
     paths = [out / f"{label(case)}.R", out / f"{label(case)}.py"]
     paths[0].write_text(r_script(case, inline))
-    paths[1].write_text(python_script(case, inline))
+    paths[1].write_text(python_script(case, inline, impl))
     if not inline:
         paths.append(out / "data.csv")
         case.data.to_csv(paths[-1], index=False)

@@ -106,3 +106,29 @@ def test_mixedlm_on_cbpp(tmp_path):
         assert "period2" in r["python"]["fixef"]
         quantities = {d["quantity"].split("[")[0] for d in r["diffs"]}
         assert {"Zt", "X", "objective@r", "minus2loglik_excess"} <= quantities
+
+
+def test_investigate_repro_and_gate_take_impl(tmp_path):
+    """`investigate --impl`: the diagnosis and the notes of what it could not run; `repro --impl`:
+    a script that fits with the implementation; `gate --impl`: a baseline gates the
+    implementations it was measured on."""
+    cli = [sys.executable, "-m", "crosscheck"]
+    case = ["--data", "R:lme4::cbpp", "--family", "binomial", "--formula", CBPP, "--nagq", "1"]
+    out = subprocess.run([*cli, "investigate", "--impl", EXAMPLE, *case, "--no-attribution", "--format", "json"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 1, out.stderr
+    (inv,) = json.loads(out.stdout)["investigations"]
+    assert (inv["mode"], inv["verdict"], inv["stage_failed"]) == ("alternating", "optimizer-only", "optimum")
+    assert any("no profiles" in n and "no deviance function" in n for n in inv["notes"])
+
+    out = subprocess.run([*cli, "repro", "--impl", EXAMPLE, *case, "--name", "cbpp", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr
+    run = subprocess.run([sys.executable, str(tmp_path / "r" / "cbpp.py")], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("alternating") and "nAGQ 1: -2logLik 184.10859" in run.stdout
+
+    out = subprocess.run([*cli, "gate", "--impl", "exact", "--baseline", str(ROOT / "tests/corpus/baseline.json"),
+                          "--out", str(tmp_path / "g")], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 2 and "gates lme4, exact, not exact" in out.stderr
