@@ -200,6 +200,8 @@ def _run_options(command):
                      help="nAGQ values (> 1 only for single scalar-term models)"),
         click.option("--mode", type=click.Choice(list(MODES)), default="both", show_default=True),
         click.option("--impl", default="reference", show_default=True, help=IMPL_HELP),
+        click.option("--noise", type=click.Choice(["failing", "all", "none"]), default="failing", show_default=True,
+                     help="measure the noise band only where a comparison would otherwise fail, always, or never"),
         click.option("--tol", multiple=True, metavar="KEY=VALUE", help="tolerance override"),
         click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
                      help="worker processes (0: run in this process, no case timeout)"),
@@ -233,7 +235,7 @@ def _run_options(command):
 @main.command()
 @_run_options
 @fails_cleanly
-def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, impl, tol, workers, executor,
+def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, impl, noise, tol, workers, executor,
         scheduler, timeout, case_timeout, store_path, out, resume, shrink, shrink_budget, corpus):
     """A sweep: generated cases plus lme4's data sets × nAGQ × modes, stored in SQLite, with a
     summary per nAGQ, JSONL, JUnit XML and Markdown; the worst failures shrunk into the corpus.
@@ -257,7 +259,7 @@ def run(profile, cases, seed, max_groups, datasets, case_files, nagq, mode, impl
             sizes["datasets"] = () if datasets == "none" else tuple(
                 d.strip() for d in datasets.split(",") if d.strip())
         config = SweepConfig(**sizes, files=tuple(case_files), nagq=parse_nagq(nagq),
-                             modes=impl_modes(impl, mode), r_timeout=timeout, tol=tuple(tol))
+                             modes=impl_modes(impl, mode), r_timeout=timeout, tol=tuple(tol), noise=noise)
         config.jobs()                                  # unknown data sets fail here, before R starts
         for path in case_files:                        # the checks of `compare --case`
             check_case(Case.load(path))

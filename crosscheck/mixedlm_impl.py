@@ -5,13 +5,18 @@ What the adapter does for mixedlm, and nothing more:
 - the response goes over as numbers: y and the prior weights the reference's `design` and family
   make of it (spec §2.1), because mixedlm's formulas have no `cbind(successes, failures)`; a
   binomial count response becomes the proportion with weights successes + failures, as glmer
-  does internally;
+  does internally; the offset likewise (the formula's `offset()` terms, which mixedlm does not
+  parse, and the offset column, summed), with the `offset()` terms taken out of the formula;
 - mixedlm names a factor's coefficients by position (`period.1`); where its model matrix has the
   same columns as lme4's, the coefficients take lme4's names and the renaming is listed in the
   fit's messages (otherwise its own names stay, and stage 0 reports them);
 - mixedlm orders a grouping factor's levels as strings ("1", "10", "11", …, "2"), lme4 by the
   factor's levels: where its Zt's rows are lme4's in another order, they (and, for one term, the
   conditional modes) are put in lme4's order, and the fit's messages say so;
+- mixedlm keeps the random-effects terms in the formula's order, lme4 sorts them by their number
+  of levels (§1.1): θ is put in lme4's order by matching terms (grouping factor and columns; an
+  uncorrelated `||` term is one mixedlm term and several of lme4's), both in the fit and for
+  its deviance function;
 - its deviance function is on the deviance scale (−2 log L − the saturated constant) at every
   nAGQ, lme4's at nAGQ ≤ 1 on −2 log L (§4.1, §4.3): the saturated constant is added there.
   For families with a dispersion lme4's value holds the estimated dispersion's density, and no
@@ -21,12 +26,14 @@ Everything mixedlm returns is taken as it is; `extra["mixedlm"]` keeps its optim
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from importlib import metadata
 
 import numpy as np
 
 from reference_impl.design import build_design
 from reference_impl.families import make_family
+from reference_impl.formula import parse_formula
 
 from .case import Case
 from .implementations import Capabilities, NoDevianceFunction
@@ -41,7 +48,12 @@ Y, W = "crosscheck_y", "crosscheck_w"            # the columns the response goes
 class MixedLM:
     name = "mixedlm"
     tolerances = "exact"                          # an independent fit of glmer's likelihood
-    capabilities = Capabilities()
+    # every family and link glmer takes, but gaussian's inverse link (mixedlm: "identity, log")
+    capabilities = Capabilities(families={"binomial": ("logit", "probit", "cloglog", "cauchit", "log"),
+                                          "poisson": ("log", "sqrt", "identity"),
+                                          "Gamma": ("inverse", "log", "identity"),
+                                          "inverse.gaussian": ("1/mu^2", "inverse", "log", "identity"),
+                                          "gaussian": ("log",)})
 
     def __init__(self):
         try:
@@ -61,8 +73,7 @@ class MixedLM:
             data, formula, family, design = self._problem(case)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                m = ml.glmer(formula, data, family=family, nAGQ=nAGQ, weights=W,
-                             offset=case.offset)
+                m = ml.glmer(formula, data, family=family, nAGQ=nAGQ, weights=W, offset=_offset(design))
         except REFUSALS as e:
             return _refusal("python", e, nAGQ)
         except Exception as e:                     # noqa: BLE001 — mixedlm's refusal is its exception
@@ -81,17 +92,20 @@ class MixedLM:
             raise NoDevianceFunction(f"mixedlm's deviance function is on the deviance scale; for the "
                                      f"{case.family} family (a dispersion) no constant puts it on lme4's")
         ml = self.mixedlm
-        data, formula, family, _ = self._problem(case)
-        parsed = ml.glFormula(formula, data, family=family, weights=data[W].to_numpy(),
-                              offset=None if case.offset is None else data[case.offset].to_numpy(float))
+        data, formula, family, design = self._problem(case)
+        parsed = ml.glFormula(formula, data, family=family, weights=data[W].to_numpy(), offset=_offset(design))
         f = ml.mkGlmerDevfun(parsed, nAGQ=nAGQ)
         shift = saturated(case) if nAGQ <= 1 else 0.0
+        order = _theta_order(parsed.matrices.random_structures, design)
         out = []
         for p in pars:
+            p = np.array(p, float)
+            if order is not None:                  # lme4's θ into mixedlm's places
+                p[order] = p[:len(order)].copy()
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    value = float(f(np.asarray(p, float))) + shift
+                    value = float(f(p)) + shift
                 out.append(Evaluation(value, None, None, None, None))
             except Exception as e:                 # noqa: BLE001 — a refusal at that point
                 if isinstance(e, (KeyboardInterrupt, MemoryError)):
@@ -106,7 +120,10 @@ class MixedLM:
         resp = fam.initialize(design.response, np.asarray(design.prior_weights, float))
         data = case.data.copy()
         data[Y], data[W] = resp.y, resp.pw
-        formula = f"{Y} ~ {case.formula.split('~', 1)[1]}"
+        parsed = parse_formula(case.formula)
+        rhs = case.formula.split("~", 1)[1] if not parsed.offsets else \
+            replace(parsed, offsets=()).to_r().split("~", 1)[1]
+        formula = f"{Y} ~ {rhs}"
         family = getattr(self.mixedlm.families, FAMILIES[case.family])(case.link or fam.link.name)
         return data, formula, family, design
 
@@ -115,6 +132,7 @@ class MixedLM:
         names, renamed = _lme4_names(list(m.fixef()), X, design)
         Zt, order = m.getME("Zt").tocsr(), _lme4_rows(m.getME("Zt"), design.Zt)
         reordered = order is not None and bool(np.any(order != np.arange(len(order))))
+        theta_order = _theta_order(m.matrices.random_structures, design)
         if reordered:
             Zt = Zt[order]
         beta = dict(zip(names, map(float, m.fixef().values())))
@@ -127,9 +145,12 @@ class MixedLM:
             re["values"] = re["values"][order[::nc] // nc]
         messages = [str(w.message) for w in caught] + [f"mixedlm's {a!r} is lme4's {b!r}" for a, b in renamed]
         if reordered:
-            messages.append("mixedlm orders the levels as strings: its Zt rows (and modes) put in lme4's order")
+            messages.append("mixedlm's Zt rows are lme4's in another order (levels sorted as strings, terms in the "
+                            "formula's order): put in lme4's order")
+        if theta_order is not None and np.any(theta_order != np.arange(len(theta_order))):
+            messages.append(f"mixedlm's θ is lme4's in the order {theta_order.tolist()}: put in lme4's order")
         return FitResult(
-            side="python", fixef=beta, theta=[float(t) for t in np.atleast_1d(m.theta)],
+            side="python", fixef=beta, theta=_in_lme4_order(np.atleast_1d(m.theta), m.matrices.random_structures, design),
             theta_names=list(design.theta_names), minus2loglik=m2ll, minus2loglik_raw=m2ll - (C if nAGQ > 1 else 0.0),
             saturated=C, objective=m2ll - (C if nAGQ > 1 else 0.0), deviance=float(m.deviance),
             se=dict(zip(names, map(float, np.sqrt(np.diag(V))))), vcov=V, ranef=ranef,
@@ -137,6 +158,10 @@ class MixedLM:
             optimizer=str(m.optimizer), nAGQ=nAGQ, versions=self.versions(),
             extra={"X": X, "X_names": names, "Zt": Zt.tocsc(),
                    "theta_lower": np.asarray(m.getME("lower"), float), "mixedlm": str(m.message)})
+
+
+def _offset(design) -> np.ndarray | None:
+    return np.asarray(design.offset, float) if np.any(design.offset != 0) else None
 
 
 def _lme4_names(names: list[str], X: np.ndarray, design) -> tuple[list[str], list[tuple[str, str]]]:
@@ -166,3 +191,33 @@ def _lme4_rows(Zt, lme4_Zt) -> np.ndarray | None:
             return None
         order.append(match.pop(0))
     return np.asarray(order)
+
+
+def _theta_order(structures, design) -> np.ndarray | None:
+    """`order` with lme4's θ_i at mixedlm's position order[i], matching terms by grouping factor
+    (its factors, in any order) and columns; None where the terms do not match one to one."""
+    def factors(group: str) -> frozenset:
+        return frozenset(group.split(":"))
+    places, k = {}, 0
+    for s in structures:
+        names = tuple(s.term_names)
+        if s.correlated:
+            n = len(names) * (len(names) + 1) // 2
+            places[factors(s.grouping_factor), names] = list(range(k, k + n))
+            k += n
+        else:
+            for name in names:
+                places[factors(s.grouping_factor), (name,)] = [k]
+                k += 1
+    order = []
+    for t in design.reterms:
+        block = places.pop((factors(t.group), tuple(t.cnms)), None)
+        if block is None or len(block) != t.nc * (t.nc + 1) // 2:
+            return None
+        order += block
+    return np.asarray(order) if not places and k == len(order) else None
+
+
+def _in_lme4_order(theta: np.ndarray, structures, design) -> list[float]:
+    order = _theta_order(structures, design)
+    return [float(t) for t in (theta if order is None else theta[order])]

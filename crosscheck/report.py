@@ -32,7 +32,19 @@ from .case import Case
 from .diffs import Diff
 
 WORST = 20
-MODE_STYLE = (("lme4", "o"), ("exact", "x"))      # marker per mode; colour C0, C1 in this order
+MARKERS = ("o", "x", "s", "^", "v")                 # marker per mode (lme4, exact, then --impl's); colour C0, C1, …
+
+
+def _legend(ax) -> None:
+    """A legend, where something was plotted with a label (matplotlib warns on an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def _styles(modes) -> list[tuple[str, str]]:
+    """(mode, marker) for the modes present: the reference's two first, then others by name."""
+    present = sorted(set(modes), key=lambda m: (m not in ("lme4", "exact"), m != "lme4", m))
+    return [(m, MARKERS[i % len(MARKERS)]) for i, m in enumerate(present)]
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("crosscheck", "templates"),
                           autoescape=jinja2.select_autoescape(["html", "j2"]),
                           undefined=jinja2.StrictUndefined)
@@ -278,7 +290,7 @@ def run_summary(records: list[dict]) -> dict[str, Any]:
 def distributions_png(raw: dict[str, dict[str, list[float]]], nAGQ: int) -> str:
     quantities = sorted(raw)
     fig, ax = _figure(height=0.35 * len(quantities) + 1.2)
-    for m, (mode, marker) in enumerate(MODE_STYLE):
+    for m, (mode, marker) in enumerate(_styles(k for q in quantities for k in raw[q])):
         for i, q in enumerate(quantities):
             v = raw[q].get(mode, [])
             ax[0, 0].plot(v, np.full(len(v), i + (m - 0.5) * 0.3), marker, color=f"C{m}", ms=3,
@@ -286,7 +298,7 @@ def distributions_png(raw: dict[str, dict[str, list[float]]], nAGQ: int) -> str:
     ax[0, 0].set_yticks(range(len(quantities)), quantities, fontsize=7)
     ax[0, 0].set_xlabel("log10 relative difference (python vs glmer)", fontsize=8)
     ax[0, 0].set_title(f"nAGQ = {nAGQ}", fontsize=9)
-    ax[0, 0].legend(fontsize=7)
+    _legend(ax[0, 0])
     return _png(fig)
 
 
@@ -297,14 +309,14 @@ FEATURES = (("nrow", "rows"), ("groups", "groups"), ("group_size", "mean group s
 def features_png(points: list[dict]) -> str:
     fig, ax = _figure(1, len(FEATURES), width=11.0, height=2.8)
     for i, (key, label) in enumerate(FEATURES):
-        for m, (mode, marker) in enumerate(MODE_STYLE):
+        for m, (mode, marker) in enumerate(_styles(p["mode"] for p in points)):
             pts = [(p[key], p["worst_log10"]) for p in points
                    if p["mode"] == mode and p.get(key) is not None and p["worst_log10"] is not None]
             if pts:
                 ax[0, i].plot(*zip(*pts), marker, color=f"C{m}", ms=3, alpha=0.6, label=f"{mode} mode")
         ax[0, i].set_xlabel(label, fontsize=8)
     ax[0, 0].set_ylabel("worst log10 rel. diff", fontsize=8)
-    ax[0, 0].legend(fontsize=7)
+    _legend(ax[0, 0])
     return _png(fig)
 
 

@@ -132,3 +132,21 @@ def test_investigate_repro_and_gate_take_impl(tmp_path):
     out = subprocess.run([*cli, "gate", "--impl", "exact", "--baseline", str(ROOT / "tests/corpus/baseline.json"),
                           "--out", str(tmp_path / "g")], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert out.returncode == 2 and "gates lme4, exact, not exact" in out.stderr
+
+
+def test_mixedlm_adapter_puts_terms_in_lme4s_order():
+    """mixedlm keeps the formula's term order, lme4 sorts by levels: θ comes back in lme4's
+    order, and its deviance function, given lme4's parameter vector, is at its own optimum where
+    the fit says (−2 log L); the offset() term goes over as a vector."""
+    pytest.importorskip("mixedlm")
+    from crosscheck.generate import draw_case
+    from crosscheck.mixedlm_impl import MixedLM
+    impl = MixedLM()
+    for index in (17, 9):                        # (1 | g) + (1 | h), h with more levels; 9 with offset(log(expo))
+        case = draw_case("thorough", index, max_groups=200).to_case((1,))
+        fit = impl.fit(case, 1)
+        assert fit.ok, fit.error
+        assert fit.theta_names[0].startswith("h.") and any("θ is lme4's in the order [1, 0]" in m for m in fit.messages)
+        (ev,) = impl.evaluate(case, 1, [fit.pars], None)
+        assert abs(ev.value - fit.minus2loglik) < 1e-6 * fit.minus2loglik
+    assert "offset(" in case.formula
