@@ -25,6 +25,7 @@ Everything mixedlm returns is taken as it is; `extra["mixedlm"]` keeps its optim
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import replace
 from importlib import metadata
@@ -56,6 +57,9 @@ class MixedLM:
                                           "gaussian": ("log",)})
 
     def __init__(self):
+        # one thread, as the harness's BLAS (Makefile): sweeps run a worker per core, and mixedlm's
+        # rayon pool, one thread per core in each worker, oversubscribed them (2/3 of a sweep idle)
+        os.environ.setdefault("RAYON_NUM_THREADS", "1")
         try:
             import mixedlm
         except ImportError:
@@ -138,7 +142,9 @@ class MixedLM:
         beta = dict(zip(names, map(float, m.fixef().values())))
         V = np.asarray(m.vcov(), float)
         m2ll = -2.0 * float(m.logLik().value)
-        ranef = {g: {"levels": None, "terms": list(cols), "values": np.column_stack(list(cols.values()))}
+        groups = {frozenset(t.group.split(":")): t.group for t in design.reterms}    # g:h is lme4's h:g
+        ranef = {groups.get(frozenset(g.split(":")), g): {"levels": None, "terms": list(cols),
+                                                         "values": np.column_stack(list(cols.values()))}
                  for g, cols in m.ranef().items()}
         if order is not None and len(ranef) == 1 and len(design.reterms) == 1:
             (g, re), nc = next(iter(ranef.items())), design.reterms[0].nc
