@@ -4,9 +4,10 @@
   (`strategies.PROFILES`), registered under their own names and loaded only by a project that asks
   (`settings.load_profile("crosscheck-ci")`): the plugin changes no setting of anyone else's;
 - fixtures `r_session` (the process's embedded R) and `compare_case` (`compare_case(case,
-  modes=("lme4",), **kw) -> CaseReport`; `modes` name implementations, as `--impl` does:
-  `("mixedlm",)`, `("path/to/file.py:attr",)` or an implementation object); `assert_passes(report)`
-  fails with the text report;
+  modes=None, **kw) -> CaseReport`; `modes` name implementations, as `--impl` does:
+  `("mixedlm",)`, `("path/to/file.py:attr",)` or an implementation object; None: the option
+  `--crosscheck-impl` (the plugin's `--impl`, namespaced so that it cannot collide with another
+  plugin's option), else `("lme4",)`); `assert_passes(report)` fails with the text report;
 - `@pytest.mark.nagq(0, 1, 9)` parametrizes a test's `nagq` argument;
 - `@pytest.mark.corpus(directory)` parametrizes `corpus_case` over the case files of a directory
   (default: the ini option `crosscheck_corpus`, `tests/corpus/cases`);
@@ -30,6 +31,9 @@ DEFAULT_CORPUS = "tests/corpus/cases"
 
 def pytest_addoption(parser):
     parser.addini("crosscheck_corpus", "directory of pinned case files", default=DEFAULT_CORPUS)
+    parser.addoption("--crosscheck-impl", default=None, metavar="IMPL",
+                     help="the implementation the compare_case fixture puts beside glmer by default "
+                          "(as crosscheck compare --impl: lme4, exact, mixedlm, module:attr, file.py:attr)")
 
 
 def pytest_configure(config):
@@ -71,16 +75,20 @@ def r_session():
 
 
 @pytest.fixture(scope="session")
-def compare_case(r_session):
-    """`compare_case(case, modes=("lme4",), policy=None, timeout=120, referee=False,
-    noise="failing")`: as a regression test, the noise band is measured where a comparison would
-    otherwise fail (as in sweeps; `noise="all"` measures it for every comparison, as `compare`)."""
+def compare_case(r_session, pytestconfig):
+    """`compare_case(case, modes=None, policy=None, timeout=120, referee=False, noise="failing")`:
+    `modes` None is `--crosscheck-impl`'s implementation, or lme4 mode; as a regression test, the
+    noise band is measured where a comparison would otherwise fail (as in sweeps; `noise="all"`
+    measures it for every comparison, as `compare`)."""
     from .compare import compare_case as compare
     from .sides import RSide
 
-    def run(case: Case, modes=("lme4",), policy=None, timeout: float | None = 120, referee=False,
+    impl = pytestconfig.getoption("crosscheck_impl")
+    default = (impl,) if impl else ("lme4",)
+
+    def run(case: Case, modes=None, policy=None, timeout: float | None = 120, referee=False,
             noise: str = "failing"):
-        return compare(case, modes, policy, RSide(r_session, timeout), referee, noise)
+        return compare(case, modes or default, policy, RSide(r_session, timeout), referee, noise)
 
     return run
 

@@ -150,3 +150,19 @@ def test_mixedlm_adapter_puts_terms_in_lme4s_order():
         (ev,) = impl.evaluate(case, 1, [fit.pars], None)
         assert abs(ev.value - fit.minus2loglik) < 1e-6 * fit.minus2loglik
     assert "offset(" in case.formula
+
+
+def test_pytest_plugin_takes_an_implementation(tmp_path):
+    """A project's cross-check test run with `pytest --crosscheck-impl FILE:ATTR` compares that
+    implementation (the plugin's --impl): the user's alternating fit matches at nAGQ 0."""
+    (tmp_path / "test_mine.py").write_text(
+        "from crosscheck.case import Case\n"
+        "from crosscheck.pytest_plugin import assert_passes\n\n"
+        "def test_cbpp(compare_case, r_session):\n"
+        f"    case = Case.make(r_session.dataset('lme4', 'cbpp'), {CBPP!r}, 'binomial', nagq=(0,))\n"
+        "    report = compare_case(case)\n"
+        "    assert [c.mode for c in report.results] == ['alternating']\n"
+        "    assert_passes(report)\n")
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_mine.py",
+                        "--crosscheck-impl", EXAMPLE], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0 and "1 passed" in p.stdout, p.stdout + p.stderr
