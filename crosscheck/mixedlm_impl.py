@@ -22,9 +22,13 @@ What the adapter does for mixedlm, and nothing more:
   For families with a dispersion lme4's value holds the estimated dispersion's density, and no
   constant converts one into the other, so stage 1 is not run for them.
 Everything mixedlm returns is taken as it is; `extra["mixedlm"]` keeps its optimizer's message.
+What it prints (its R-like "messages", e.g. a rank-deficient X) goes into the fit's messages, never to
+the console: `compare --format json` writes JSON on stdout.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import warnings
 from dataclasses import replace
@@ -75,7 +79,8 @@ class MixedLM:
         ml = self.mixedlm
         try:
             data, formula, family, design = self._problem(case)
-            with warnings.catch_warnings(record=True) as caught:
+            printed = io.StringIO()
+            with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
                 warnings.simplefilter("always")
                 m = ml.glmer(formula, data, family=family, nAGQ=nAGQ, weights=W, offset=_offset(design))
         except REFUSALS as e:
@@ -85,7 +90,8 @@ class MixedLM:
                 raise
             return FitResult(side="python", error=f"{type(e).__name__}: {e}", nAGQ=nAGQ)
         try:
-            return self._result(m, case, nAGQ, design, caught, saturated(case) if saturated_C is None else saturated_C)
+            return self._result(m, case, nAGQ, design, [*printed.getvalue().splitlines(), *(str(w.message) for w in caught)],
+                                saturated(case) if saturated_C is None else saturated_C)
         except Exception as e:                     # noqa: BLE001 — the adapter failed, not mixedlm
             return harness_failure("python", e, nAGQ)
 
@@ -97,8 +103,10 @@ class MixedLM:
                                      f"{case.family} family (a dispersion) no constant puts it on lme4's")
         ml = self.mixedlm
         data, formula, family, design = self._problem(case)
-        parsed = ml.glFormula(formula, data, family=family, weights=data[W].to_numpy(), offset=_offset(design))
-        f = ml.mkGlmerDevfun(parsed, nAGQ=nAGQ)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = ml.glFormula(formula, data, family=family, weights=data[W].to_numpy(), offset=_offset(design))
+            f = ml.mkGlmerDevfun(parsed, nAGQ=nAGQ)
         shift = saturated(case) if nAGQ <= 1 else 0.0
         order = _theta_order(parsed.matrices.random_structures, design)
         out = []
@@ -107,7 +115,7 @@ class MixedLM:
             if order is not None:                  # lme4's θ into mixedlm's places
                 p[order] = p[:len(order)].copy()
             try:
-                with warnings.catch_warnings():
+                with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     value = float(f(p)) + shift
                 out.append(Evaluation(value, None, None, None, None))
@@ -131,7 +139,7 @@ class MixedLM:
         family = getattr(self.mixedlm.families, FAMILIES[case.family])(case.link or fam.link.name)
         return data, formula, family, design
 
-    def _result(self, m, case: Case, nAGQ: int, design, caught, C: float) -> FitResult:
+    def _result(self, m, case: Case, nAGQ: int, design, said: list[str], C: float) -> FitResult:
         X = np.asarray(m.getME("X"), float)
         names, renamed = _lme4_names(list(m.fixef()), X, design)
         Zt, order = m.getME("Zt").tocsr(), _lme4_rows(m.getME("Zt"), design.Zt)
@@ -149,7 +157,7 @@ class MixedLM:
         if order is not None and len(ranef) == 1 and len(design.reterms) == 1:
             (g, re), nc = next(iter(ranef.items())), design.reterms[0].nc
             re["values"] = re["values"][order[::nc] // nc]
-        messages = [str(w.message) for w in caught] + [f"mixedlm's {a!r} is lme4's {b!r}" for a, b in renamed]
+        messages = said + [f"mixedlm's {a!r} is lme4's {b!r}" for a, b in renamed]
         if reordered:
             messages.append("mixedlm's Zt rows are lme4's in another order (levels sorted as strings, terms in the "
                             "formula's order): put in lme4's order")

@@ -146,12 +146,14 @@ for k in {list(case.nagq)!r}:
         fit = ri.glmer({case.formula!r}, data, family={case.family!r}, link={case.link!r}, nAGQ=k,
                        weights={case.weights!r}, offset={case.offset!r}, mode=mode)
         print(f"nAGQ {{k}} {{mode}}: -2logLik(raw) {{fit.objective!r}}  deviance {{fit.deviance!r}}")
-        print("  theta:", fit.theta)
-        print("  fixef:", list(fit.fixef.values()))
-        print("  se:   ", list(fit.se.values()))
-        for msg in fit.messages:
-            print("  message:", msg)
-"""
+{_printed(8)}"""
+
+
+def _printed(indent: int) -> str:
+    """The scripts' lines printing a fit `fit` (θ, β, SEs, messages), indented by `indent`."""
+    lines = ['print("  theta:", fit.theta)', 'print("  fixef:", list(fit.fixef.values()))',
+             'print("  se:   ", list(fit.se.values()))', "for msg in fit.messages:", '    print("  message:", msg)']
+    return "\n".join(" " * indent + line for line in lines) + "\n"
 
 
 def _impl_script(case: Case, load: str, impl: str) -> str:
@@ -177,12 +179,7 @@ for k in case.nagq:
         print(f"nAGQ {{k}}: refused: {{fit.error}}")
         continue
     print(f"nAGQ {{k}}: -2logLik {{fit.minus2loglik!r}}  deviance {{fit.deviance!r}}")
-    print("  theta:", fit.theta)
-    print("  fixef:", list(fit.fixef.values()))
-    print("  se:   ", list(fit.se.values()))
-    for msg in fit.messages:
-        print("  message:", msg)
-"""
+{_printed(4)}"""
 
 
 def write_repro(case: Case, out: str | Path, impl: str | None = None) -> list[Path]:

@@ -166,3 +166,20 @@ def test_pytest_plugin_takes_an_implementation(tmp_path):
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_mine.py",
                         "--crosscheck-impl", EXAMPLE], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0 and "1 passed" in p.stdout, p.stdout + p.stderr
+
+
+def test_mixedlm_prints_nothing(capsys):
+    """mixedlm prints its R-like messages (a rank-deficient X) on stdout, where `compare --format
+    json` writes its JSON: the adapter keeps them in the fit's messages instead."""
+    pytest.importorskip("mixedlm")
+    import pandas as pd
+
+    from crosscheck.mixedlm_impl import MixedLM
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(8), 6)
+    x = rng.normal(size=g.size)
+    data = pd.DataFrame({"y": rng.poisson(np.exp(0.5 + 0.3 * x + rng.normal(size=8)[g])), "x": x, "x_again": x,
+                         "g": pd.Categorical(g)})
+    fit = MixedLM().fit(Case.make(data, "y ~ x + x_again + (1 | g)", "poisson", nagq=(1,)), 1)
+    assert capsys.readouterr().out == ""
+    assert any("rank deficient" in m for m in fit.messages), fit.messages
