@@ -69,3 +69,15 @@ print("r-refused (mixedlm fits, glmer refuses)", dict(refused_by_glmer))
 print("python-refused", dict(refused_by_ml), dict(ml_errors))
 for k, v in sorted(ratios.items()):
     print(f"time mixedlm/glmer nAGQ {k}: n {len(v)} median {np.median(v):.2f} p90 {np.percentile(v, 90):.2f}")
+BOTH_FIT = ("match", "within-noise", "optimizer-only", "objective-mismatch", "design-mismatch", "se-mismatch")
+groups = defaultdict(Counter)
+for r in rows:
+    if not r["report_json"] or not r["case_key"].startswith("gen:"):
+        continue
+    kind = "Gamma, inverse.gaussian, gaussian" if r["family"] in ("Gamma", "inverse.gaussian", "gaussian") else r["family"]
+    for res in json.loads(r["report_json"])["results"]:
+        if res["verdict"] in BOTH_FIT:
+            groups[kind, res["nAGQ"]]["both fit"] += 1
+            groups[kind, res["nAGQ"]][res["verdict"]] += 1
+for (kind, k), c in sorted(groups.items()):
+    print(f"generated, {kind}, nAGQ {k}: both fit {c['both fit']}, match {c['match']}, optimizer-only {c['optimizer-only']}")
