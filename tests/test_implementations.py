@@ -183,3 +183,12 @@ def test_mixedlm_prints_nothing(capsys):
     fit = MixedLM().fit(Case.make(data, "y ~ x + x_again + (1 | g)", "poisson", nagq=(1,)), 1)
     assert capsys.readouterr().out == ""
     assert any("rank deficient" in m for m in fit.messages), fit.messages
+
+
+def test_glmmtmb_as_implementation(cbpp, r_session):
+    """glmmTMB through the same R: nAGQ 0 not claimed (skipped), nAGQ 1 compared, with its version."""
+    from crosscheck.sides import RSide
+    report = compare_case(cbpp, ("glmmtmb",), r_side=RSide(r_session), noise="none")
+    verdicts = {c.nAGQ: c.verdict for c in report.results}
+    assert verdicts[0] == "skipped" and verdicts[1] == "match", verdicts
+    assert report.versions.get("R:glmmTMB") or report.versions.get("glmmTMB")
