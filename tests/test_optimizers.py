@@ -100,7 +100,7 @@ def test_powell_follows_pdfo():
     from pdfo import pdfo
 
     rng = np.random.default_rng(15)
-    for _ in range(20):
+    for _ in range(60):
         n = int(rng.integers(1, 5))
         A, c = rng.normal(size=(n, n)), rng.normal(size=n)
         lower = np.where(rng.random(n) < 0.6, 0.0, -np.inf)

@@ -53,7 +53,7 @@ def test_every_true_mean_is_inside_the_support(family, link):
     mean_inside_support(family, link)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.data())
 def mean_inside_support(family, link, data):
     case = data.draw(cases(max_groups=40, family_link=(family, link)))
