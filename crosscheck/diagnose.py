@@ -120,7 +120,7 @@ class Diagnoser:
             raise ValueError(f"noise must be one of {NOISE}, not {noise!r}")
         self.case, self.policy, self.r_side, self.noise = case, policy, r_side, noise
         self.python_timeout = python_timeout            # seconds per fit of the reference (band refits)
-        self.impls = dict(impls or {})                  # name → an implementation other than the reference
+        self.impls = dict(impls or {})                  # name → implementation compared (else the reference's mode)
         self._devfuns: dict[tuple[int, int | None], dict] = {}   # (nAGQ, row order) → R's devfun
         self._exact_at: tuple[float, float] | None = None   # exact objective at (the optimum, glmer's)
         self._evaluations: dict = {}                  # (nAGQ, mode) → stage 1's points and values

@@ -164,7 +164,7 @@ class MixedLM:
         if theta_order is not None and np.any(theta_order != np.arange(len(theta_order))):
             messages.append(f"mixedlm's θ is lme4's in the order {theta_order.tolist()}: put in lme4's order")
         return FitResult(
-            side="python", fixef=beta, theta=_in_lme4_order(np.atleast_1d(m.theta), m.matrices.random_structures, design),
+            side="python", fixef=beta, theta=[float(t) for t in _in_order(np.atleast_1d(m.theta), theta_order)],
             theta_names=list(design.theta_names), minus2loglik=m2ll, minus2loglik_raw=m2ll - (C if nAGQ > 1 else 0.0),
             saturated=C, objective=m2ll - (C if nAGQ > 1 else 0.0), deviance=float(m.deviance),
             se=dict(zip(names, map(float, np.sqrt(np.diag(V))))), vcov=V, ranef=ranef,
@@ -232,6 +232,6 @@ def _theta_order(structures, design) -> np.ndarray | None:
     return np.asarray(order) if not places and k == len(order) else None
 
 
-def _in_lme4_order(theta: np.ndarray, structures, design) -> list[float]:
-    order = _theta_order(structures, design)
-    return [float(t) for t in (theta if order is None else theta[order])]
+def _in_order(theta: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """mixedlm's θ in lme4's order (`_theta_order`), as it is where the terms did not match."""
+    return theta if order is None else theta[order]
