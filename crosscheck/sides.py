@@ -16,6 +16,7 @@ from importlib import metadata
 import numpy as np
 
 import reference_impl as ri
+from reference_impl import compiled
 from reference_impl.design import build_design
 from reference_impl.families import make_family
 
@@ -75,11 +76,12 @@ def saturated(case: Case) -> float:
 
 def python_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for pkg in ("numpy", "scipy", "pandas", "rpy2", "pdfo", "glmm-crosscheck"):
+    for pkg in ("numpy", "scipy", "pandas", "rpy2", "pdfo", "numba", "glmm-crosscheck"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
+    out["reference PIRLS"] = "numba" if compiled.ENABLED else "numpy"
     return {**out, **fingerprint()}
 
 

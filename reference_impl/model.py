@@ -32,6 +32,11 @@ class Model:
     def X(self) -> np.ndarray:
         return self.design.X
 
+    @cached_property
+    def X_contiguous(self) -> np.ndarray:
+        """X in C order (the compiled loop takes one layout)."""
+        return np.ascontiguousarray(self.X, dtype=float)
+
     @property
     def Zt(self) -> sp.csc_matrix:
         return self.design.Zt
@@ -137,10 +142,16 @@ class Model:
         itype = np.int32 if max(nnz, self.q) < np.iinfo(np.int32).max else np.int64
         return rows.ravel().astype(itype), np.arange(0, nnz + 1, rows.shape[1], dtype=itype)
 
-    def LamtZt(self, theta: np.ndarray) -> sp.csc_matrix:
-        """Λ(θ)'Z' (q×N) on Zt's pattern: column n holds T_t' mm_t[n] for each term t (§1.2)."""
+    def LamtZt_columns(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Λ(θ)'Z' column by column: the rows (N×k) and values (N×k) of each observation's
+        column, T_t' mm_t[n] for each term t (§1.2)."""
         d = self.design
         values = np.hstack([t.mm @ T for t, T in zip(d.reterms, d.T(theta))])
+        return self._Zt_pattern[0].reshape(values.shape), values
+
+    def LamtZt(self, theta: np.ndarray) -> sp.csc_matrix:
+        """Λ(θ)'Z' (q×N) on Zt's pattern."""
+        _, values = self.LamtZt_columns(theta)
         indices, indptr = self._Zt_pattern
         return sp.csc_matrix((values.ravel(), indices, indptr), shape=(self.q, self.N))
 

@@ -20,9 +20,12 @@ does not depend on lp0.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
 
 import numpy as np
 
+from . import compiled
 from .errors import PirlsError
 from .factor import Decomposition
 from .predictor import predictor
@@ -41,25 +44,27 @@ DIVERGING = 20                      # …seen over this many last steps
 
 @dataclass
 class PirlsResult:
-    """State after PIRLS: the last iterate and the decomposition lme4 keeps with it."""
+    """State after PIRLS: the last iterate and the decomposition lme4 keeps with it (formed by
+    `kept` when first asked for: the compiled loop leaves only its weights and ldL2)."""
 
     u: np.ndarray
     beta: np.ndarray               # joint β̂ (nAGQ=0); zeros when β sits in the offset
     eta: np.ndarray
     mu: np.ndarray
-    decomp: Decomposition
+    ldL2: float
     drsum: float
     iterations: int
+    kept: Callable[[], Decomposition]
     trace: list[tuple[float, int]] = field(default_factory=list)   # (pdev, step-halvings)
     stuck: bool = False            # exact: stopped where a descent step promised more (plateau)
+
+    @cached_property
+    def decomp(self) -> Decomposition:
+        return self.kept()
 
     @property
     def ussq(self) -> float:
         return float(self.u @ self.u)
-
-    @property
-    def ldL2(self) -> float:
-        return self.decomp.ldL2
 
     @property
     def pdev(self) -> float:
@@ -106,6 +111,42 @@ def _exact_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, tol, maxi
 
 
 def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit) -> PirlsResult:
+    if compiled.blocks(model) is not None:
+        return _compiled_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit)
+    return _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit)
+
+
+ERRORS = {compiled.NAN: "PIRLS loop resulted in NaN value",
+          compiled.HALVINGS: "(maxstephalfit) PIRLS step-halvings failed to reduce deviance in pwrssUpdate",
+          compiled.MAXIT: "pwrssUpdate did not converge in (maxit) iterations",
+          compiled.DOWNDATE: "Downdated VtV is not positive definite"}
+
+
+def _compiled_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit) -> PirlsResult:
+    """`_numpy_pirls` as one compiled call (compiled.py), for A of small diagonal blocks."""
+    exact = mode == "exact"
+    b, nb = compiled.blocks(model)
+    rows, vals = model.LamtZt_columns(theta)
+    resp = model.response
+    (status, u, beta, eta, mu, sqrtW, ldL2, drsum, iterations, pdevs, halvings, etas,
+     stuck) = compiled.pirls_loop(*compiled.codes(model.family), exact, u_only, float(tol), int(maxit),
+                                  _f64(resp.y), _f64(resp.pw), model.X_contiguous, _f64(offset), _f64(eta), _f64(u_prev),
+                                  _f64(beta_prev), rows, vals, b, nb)
+    trace = list(zip(pdevs.tolist(), halvings.tolist()))
+    if status != compiled.OK:
+        raise PirlsError(ERRORS[status] + (NO_MODE if status == compiled.MAXIT and exact
+                                           and _diverging(trace, etas.tolist()) else ""))
+
+    def kept():
+        return Decomposition(predictor(model, theta).factor(sqrtW), model.X, sqrtW)
+    return PirlsResult(u, beta, eta, mu, ldL2, drsum, iterations, kept, trace, stuck)
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=float)
+
+
+def _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit) -> PirlsResult:
     fam, resp, X = model.family, model.response, model.X
     exact = mode == "exact"
     pred = predictor(model, theta)
@@ -217,7 +258,7 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
     if exact:
         _, _, sqrtW = weights(eta, mu)
         decomp = Decomposition(pred.factor(sqrtW), X, sqrtW)
-    return PirlsResult(u, beta, eta, mu, decomp, drsum, it + 1, trace, stuck)
+    return PirlsResult(u, beta, eta, mu, decomp.ldL2, drsum, it + 1, lambda: decomp, trace, stuck)
 
 
 def newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r):

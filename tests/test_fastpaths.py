@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 import reference_impl as ri
 from models import simulated
-from reference_impl import factor, model as model_module, pirls as pirls_module
+from reference_impl import compiled, factor, model as model_module, pirls as pirls_module
 from reference_impl.factor import (BlockFactor, DenseFactor, DiagonalFactor, SparseFactor)
 from reference_impl.ghrule import ghrule
 from reference_impl.model import make_model
@@ -30,6 +30,12 @@ CASES = {   # name: (formula, family, the fast path's factor)
     "crossed": ("cbind(succ, trials - succ) ~ x + (1 | g) + (1 | h)", "binomial", SparseFactor),
     "nested": ("count ~ x + (1 | g/nest)", "poisson", SparseFactor),
 }
+
+
+@pytest.fixture(autouse=True)
+def numpy_path(monkeypatch):
+    """These are numpy's paths; the compiled loop is held to them in tests/test_compiled.py."""
+    monkeypatch.setattr(compiled, "ENABLED", False)
 
 
 def rel(a, b) -> float:

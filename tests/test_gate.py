@@ -38,6 +38,7 @@ def final_weights_factor(monkeypatch):
         fam, resp = model.family, model.response
         sqrtW = fam.mu_eta(res.eta) * np.sqrt(resp.pw / fam.variance(res.mu))
         res.decomp = Decomposition(predictor(model, theta).factor(sqrtW), model.X, sqrtW)
+        res.ldL2 = res.decomp.ldL2
         return res
     monkeypatch.setattr(reference_impl.objective, "pirls", pirls)
 
