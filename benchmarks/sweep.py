@@ -6,9 +6,12 @@ against 1, measured in one run on the same generated cases.
 For each worker count the same cases run through `crosscheck.sweep` on a fresh `LocalCluster`
 (cluster start-up excluded: it is paid once per sweep, not per case). Per case the harness records
 `r_fit` and `python_fit` (compare.py timings); their sum over all cases, divided by the worker
-count, is the least wall time a perfect harness could take. Overhead = wall / that − 1, i.e. the
-diagnosis (R's deviance function, the evaluations at both optima), data transfer, Dask and the
-SQLite store. Throughput ratio = wall(1 worker) / wall(2 workers).
+count, is the least wall time a perfect harness could take. The noise band (`noise` timings: the
+row-order refits and perturbed evaluations of comparisons that would otherwise fail) is a
+measurement of its own, reported on its own line and taken out of the wall time. Overhead =
+(wall − band) / that − 1, i.e. the diagnosis (R's deviance function, the evaluations at both
+optima), data transfer, Dask and the SQLite store. Throughput ratio = wall(1 worker) / wall(2
+workers).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def timed_sweep(config: SweepConfig, workers: int) -> dict[str, float]:
         with DaskRunner(workers=workers) as runner:
             list(runner.imap_unordered(run_job, config.jobs()[:workers]))   # warm: R and imports
             t0 = time.perf_counter()
-            fits = cases = 0.0
+            fits = cases = noise = 0.0
             for _, result, error in runner.imap_unordered(run_job, config.jobs()):
                 if error is not None:
                     raise RuntimeError(error)
@@ -43,12 +46,13 @@ def timed_sweep(config: SweepConfig, workers: int) -> dict[str, float]:
                 cases += result["seconds"]
                 for r in (result.get("report") or {}).get("results", []):
                     fits += r["timings"]["python_fit"]
+                    noise += r["timings"].get("noise", 0.0)
                     fits += r["timings"]["r_fit"] / sum(1 for q in result["report"]["results"]
                                                         if q["nAGQ"] == r["nAGQ"])
             wall = time.perf_counter() - t0
         store.close()
-    return {"workers": workers, "wall": wall, "fits": fits, "cases": cases,
-            "overhead": wall * workers / fits - 1.0}
+    return {"workers": workers, "wall": wall, "fits": fits, "cases": cases, "noise": noise,
+            "overhead": (wall * workers - noise) / fits - 1.0}
 
 
 def main() -> None:
@@ -62,13 +66,14 @@ def main() -> None:
     rows = [timed_sweep(config, w) for w in (1, 2)]
     print(f"{args.cases} generated cases (seed {args.seed!r}, up to {args.max_groups} groups) "
           f"× nAGQ 0,1 × lme4, exact; load average {os.getloadavg()[0]:.2f}")
-    print(f"{'workers':>7} {'wall s':>8} {'Σ fits s':>9} {'Σ cases s':>9} {'overhead':>9}")
+    print(f"{'workers':>7} {'wall s':>8} {'Σ fits s':>9} {'Σ cases s':>9} {'Σ noise band s':>14} {'overhead':>9}")
     for r in rows:
-        print(f"{r['workers']:>7} {r['wall']:8.2f} {r['fits']:9.2f} {r['cases']:9.2f} "
+        print(f"{r['workers']:>7} {r['wall']:8.2f} {r['fits']:9.2f} {r['cases']:9.2f} {r['noise']:14.2f} "
               f"{100 * r['overhead']:8.1f}%")
     ratio = rows[0]["wall"] / rows[1]["wall"]
-    print(f"throughput, 2 workers / 1: {ratio:.2f}x (target >= 1.7x); "
-          f"overhead with 1 worker: {100 * rows[0]['overhead']:.1f}% (target <= 10%)")
+    print(f"throughput, 2 workers / 1: {ratio:.2f}x (target >= 1.8x); "
+          f"overhead with 1 worker, the noise band apart: {100 * rows[0]['overhead']:.1f}% (target <= 10%); "
+          f"noise band: {100 * rows[0]['noise'] / rows[0]['fits']:.1f}% of the fit time")
     print(json.dumps({"rows": rows, "ratio": ratio}))
 
 
