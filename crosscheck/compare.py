@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from . import diffs as D
 from .case import Case
 from .diagnose import SKIPPED, STAGES, Diagnoser, Diagnosis, Refusal
@@ -122,7 +124,7 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
                                                   f"{mode} does not claim to fit {unclaimed}: not compared"])))
                     continue
                 t0 = time.perf_counter()
-                py = impl.fit(case, nAGQ, C)
+                py = impl.fit(case, nAGQ, C, **_glmer_start(impl, r))
                 t_py = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 diagnosis = _diagnose(diagnoser, nAGQ, mode, py, r)
@@ -143,6 +145,15 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
         if not isinstance(impl, PythonSide):
             versions.update(impl.versions())
     return CaseReport(case, versions, results, C)
+
+
+def _glmer_start(impl, r: FitResult) -> dict:
+    """Exact mode also starts from glmer's optimum (issue 13): on a rough objective lme4 mode may
+    land in another basin than glmer, and exact mode is then never worse than glmer only if it
+    tries glmer's point too. Passed as data; the reference itself knows no R."""
+    if isinstance(impl, PythonSide) and impl.mode == "exact" and r.ok and r.pars is not None:
+        return {"starts": {"glmer": np.asarray(r.pars, float)}}
+    return {}
 
 
 def _diagnose(diagnoser: Diagnoser, nAGQ: int, mode: str, py: FitResult, r: FitResult) -> Diagnosis:

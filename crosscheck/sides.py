@@ -129,13 +129,15 @@ class PythonSide:
     def versions(self) -> dict[str, str]:
         return {**python_versions(), "reference_mode": self.mode}
 
-    def fit(self, case: Case, nAGQ: int, saturated_C: float | None = None) -> FitResult:
+    def fit(self, case: Case, nAGQ: int, saturated_C: float | None = None,
+            starts: dict[str, np.ndarray] | None = None) -> FitResult:
+        """The reference's fit; `starts` (exact mode): further starts, e.g. glmer's optimum."""
         C = saturated(case) if saturated_C is None else saturated_C
         try:
             with time_limit(self.timeout):
                 fit = ri.glmer(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
                                weights=case.weights, offset=case.offset, mode=self.mode,
-                               control=case.control)
+                               control=case.control, starts=starts if self.mode == "exact" else None)
         except Timeout:
             return FitResult(side="python", error=f"timeout: the reference's fit ran past {self.timeout:g} s",
                              nAGQ=nAGQ, extra={"failure": TIMEOUT})

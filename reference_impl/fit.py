@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -189,9 +190,10 @@ def devfun(formula, data, family="binomial", link=None, nAGQ=1, weights=None, of
 
 
 def glmer(formula, data, family="binomial", link=None, nAGQ=1, weights=None, offset=None,
-          mode="lme4", control=None) -> GlmerFit:
+          mode="lme4", control=None, starts=None) -> GlmerFit:
     """Fit a GLMM as lme4 1.1-31's `glmer` does (`mode="lme4"`), or to the exact optimum of the
-    same objective (`mode="exact"`)."""
+    same objective (`mode="exact"`). `starts` (exact mode): further named starts, parameter
+    vectors in lme4's layout (θ, then β for nAGQ > 0), e.g. another implementation's optimum."""
     _check_mode(mode)
     if not isinstance(nAGQ, (int, np.integer)) or isinstance(nAGQ, bool) or nAGQ < 0:
         raise ModelError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")
@@ -199,7 +201,8 @@ def glmer(formula, data, family="binomial", link=None, nAGQ=1, weights=None, off
     model = make_model(formula, data, family, link, weights, offset)
     if nAGQ > 1:
         check_agq(model, nAGQ, mode)                           # lme4 refuses before any work
-    f, par, opt = _exact(model, ctrl, nAGQ) if mode == "exact" else _path(model, ctrl, mode, nAGQ)
+    starts = _given_starts(model, nAGQ, mode, starts)
+    f, par, opt = _exact(model, ctrl, nAGQ, starts) if mode == "exact" else _path(model, ctrl, mode, nAGQ)
     conv, warn = check_conv(None if opt.gradient is None else np.asarray(opt.gradient), opt.hessian,
                             par, f.lower)
     opt.conv_messages = conv
@@ -227,19 +230,44 @@ class _Candidate:
     opt: OptSummary
 
 
-def _exact(model: Model, ctrl: Control, nAGQ: int) -> tuple[DevianceFunction, np.ndarray, OptSummary]:
+def _given_starts(model: Model, nAGQ: int, mode: str, starts) -> dict[str, np.ndarray | str]:
+    """`glmer`'s `starts` for exact mode: each a vector of lme4's length, or the reason it is not
+    one (listed with the starts, as a start that cannot be evaluated is: another
+    implementation's optimum may belong to another design)."""
+    if not starts:
+        return {}
+    if mode != "exact":
+        raise ModelError(f"starts are for mode 'exact' (lme4 mode starts where lme4 does), not {mode!r}")
+    if not isinstance(starts, dict):
+        raise ModelError(f"starts must be a dict of name: parameter vector, not {type(starts).__name__}")
+    npar = model.nth + (model.p if nAGQ > 0 else 0)
+    out = {}
+    for name, par in starts.items():
+        par = np.asarray(par, float).ravel()
+        ok = par.shape == (npar,) and bool(np.all(np.isfinite(par)))
+        out[str(name)] = par if ok else (
+            f"not {npar} finite numbers ({model.nth} theta" + (f" + {model.p} beta" if nAGQ > 0 else "")
+            + f"): {par.tolist()}")
+    return out
+
+
+def _exact(model: Model, ctrl: Control, nAGQ: int, given: dict[str, np.ndarray | str] | None = None
+           ) -> tuple[DevianceFunction, np.ndarray, OptSummary]:
     """exact mode: the exact objective minimized from several starts, the lowest optimum kept.
 
     Starts, in order: `path` — the two stages on the exact objective (`_path`); `lme4` — lme4
     mode's own optimum (its two stages, no R involved); `boundary` — every θ at 0 (feasible for
-    every component, §1.2), β the GLM's. The path is always polished; a later start is polished
+    every component, §1.2), β the GLM's; then the `given` ones (e.g. glmer's optimum, which the
+    harness passes: where lme4 mode lands in another basin than glmer on a rough objective, no
+    start of the reference's own reaches glmer's). The path is always polished; a later start is polished
     (Newton or L-BFGS-B, as the path) only when its value is below the best optimum so far, as
     only then can it win without crossing into another basin: so the result is never worse
     than lme4's optimum (glmer's, to its numerical error) on the exact objective. A start that
     cannot be evaluated (PIRLS fails) is recorded with its reason; exact mode refuses only when
     no start can (`_refusal`). `OptSummary.start` names the winner, `starts` lists every start."""
     tried, best = [], None
-    for name, start in (("path", _start_path), ("lme4", _start_lme4), ("boundary", _start_boundary)):
+    builtin = (("path", _start_path), ("lme4", _start_lme4), ("boundary", _start_boundary))
+    for name, start in (*builtin, *((n, partial(_start_given, par=p)) for n, p in (given or {}).items())):
         try:
             cand = start(model, ctrl, nAGQ, best)
         except (PirlsError, OptimizerError) as e:
@@ -286,6 +314,17 @@ def _start_lme4(model: Model, ctrl: Control, nAGQ: int, best: _Candidate | None)
         return None
     f_lme4, par, _ = _path(model, replace(ctrl, calc_derivs=False), "lme4", nAGQ)
     f = best.f if best is not None else DevianceFunction(model, nAGQ, f_lme4.lp0, "exact", ctrl.tolPwrss)
+    return _Candidate(f, par, f(par), None)
+
+
+def _start_given(model: Model, ctrl: Control, nAGQ: int, best: _Candidate | None, par: np.ndarray | str
+                 ) -> _Candidate:
+    """A given parameter vector, unpolished, on the exact objective (the path's, or one from
+    exact mode's own lp0 when the path failed)."""
+    if isinstance(par, str):
+        raise OptimizerError(par)
+    f = best.f if best is not None else DevianceFunction(model, nAGQ, initial_lp0(model, "exact", ctrl.tolPwrss)[0],
+                                                         "exact", ctrl.tolPwrss)
     return _Candidate(f, par, f(par), None)
 
 

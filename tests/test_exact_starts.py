@@ -196,3 +196,44 @@ def test_exact_mode_says_the_objective_is_not_finite_where_agq_nodes_leave_the_d
     with pytest.raises(PirlsError, match=r"exact objective is not finite at any start \(exact PIRLS counts .* "
                                          r"\(path: the objective is nan there; lme4: the objective is nan there"):
         _fit(case, 9)
+
+
+OTHER_BASIN = Case.load(Path(__file__).parent / "fixtures" / "exact-worse-other-basin.json")
+
+
+def _fit_from(case: Case, nAGQ: int, starts):
+    return ri.glmer(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
+                    weights=case.weights, offset=case.offset, mode="exact", starts=starts)
+
+
+def test_a_given_start_in_a_lower_basin_wins():
+    """gen:thorough:502: lme4 mode (and so every start of the reference's own) ends in a basin
+    0.30 above the one glmer finds; glmer's optimum, given as a start, is polished and kept."""
+    own = _fit(OTHER_BASIN, 1)
+    # glmer's optimum there (run 20261201-133259-94f1): θ (h, g), β (intercept, x, x2)
+    glmer_optimum = [3.0937674, 2.6364361, 2.2955819, 28394.740, -28399.153]
+    given = _fit_from(OTHER_BASIN, 1, {"glmer": glmer_optimum})
+    assert [s["start"] for s in given.optinfo.starts] == ["path", "lme4", "boundary", "glmer"]
+    assert given.optinfo.start == "glmer" and given.optinfo.starts[-1]["polished"]
+    assert given.objective < own.objective - 0.25
+    assert given.objective == min(s.get("optimum", s.get("value", np.inf)) for s in given.optinfo.starts)
+
+
+def test_a_given_start_above_the_best_is_not_polished():
+    fit = _fit(README, 1)
+    far = _fit_from(README, 1, {"far": [*fit.theta, *(b + 1.0 for b in fit.fixef.values())]})
+    assert far.optinfo.start == fit.optinfo.start and "optimum" not in far.optinfo.starts[-1]
+    assert far.objective == fit.objective
+
+
+def test_a_start_that_does_not_fit_the_model_is_listed_with_its_reason():
+    fit = _fit_from(README, 1, {"short": [1.0], "nan": [np.nan, 0.0, 0.0]})
+    reasons = {s["start"]: s.get("error", "") for s in fit.optinfo.starts}
+    assert reasons["short"].startswith("not 3 finite numbers (1 theta + 2 beta): [1.0]")
+    assert reasons["nan"].startswith("not 3 finite numbers")
+    assert fit.objective == _fit(README, 1).objective
+
+
+def test_starts_are_exact_modes():
+    with pytest.raises(ri.ModelError, match="starts are for mode 'exact'"):
+        ri.glmer("y ~ x1 + (1 | subject)", readme_example(), mode="lme4", starts={"a": [1.0, 0.0, 0.0]})

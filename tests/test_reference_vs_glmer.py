@@ -269,11 +269,14 @@ def test_bad_input_is_refused_with_a_clear_error(spec):
     assert needle in str(err.value)
 
 
-@pytest.mark.parametrize("name", ["exact-worse-gaussian-inverse", "exact-worse-inverse-gaussian-boundary"])
+@pytest.mark.parametrize("name", ["exact-worse-gaussian-inverse", "exact-worse-inverse-gaussian-boundary",
+                                  "exact-worse-other-basin"])
 def test_exact_mode_is_never_worse_than_glmer_on_the_old_worst_cases(R, name):
     """Issue 13's worst rows: exact mode's optimum against glmer's parameters, both on the exact
     objective (`minus2loglik_excess`), at nAGQ 0 and 1. Once 40.1 worse (gaussian(inverse)); the
-    comparison passes and exact stands at most 1e-8 above glmer."""
+    comparison passes and exact stands at most 1e-8 above glmer. other-basin (gen:thorough:502,
+    14 rows, near-collinear): the reference's lme4 mode lands in another basin than glmer's
+    (23.0068 against 22.7032), 0.30 worse until compare passed glmer's optimum as a start."""
     case = Case.load(Path(__file__).parent / "fixtures" / f"{name}.json")
     for c in compare_case(case, ("exact",), noise="failing").results:
         (excess,) = [d for d in c.diffs if d.quantity == "minus2loglik_excess"]

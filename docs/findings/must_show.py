@@ -1,0 +1,48 @@
+"""Issue 13's must-show numbers from a stored sweep (the figures docs/findings.md's analysis quotes).
+
+    .venv/bin/python docs/findings/must_show.py STORE RUN_ID
+
+Per nAGQ, over the generated cases: exact-mode comparisons both sides fit, how many carry the
+never-worse check (`minus2loglik_excess`: exact at its optimum − exact at glmer's parameters)
+and how many exceed 1e-8; exact mode's refusals of fits glmer makes (a refusal, not a timeout or
+a harness error); cases refused by both sides at every nAGQ; timeouts.
+"""
+from __future__ import annotations
+
+import sqlite3
+import sys
+
+WORSE = 1e-8
+
+
+def main(store: str, run: str) -> None:
+    db = sqlite3.connect(store)
+    q = lambda sql, *a: db.execute(sql, (run, *a)).fetchall()   # noqa: E731
+    gen = "c.run_id = ? AND c.name LIKE 'gen:%'"
+    print(f"run {run}: {q(f'SELECT count(*) FROM cases c WHERE {gen}')[0][0]} generated cases, "
+          f"{q(f'SELECT count(*) FROM cases c WHERE {gen} AND c.status != ?', 'done')[0][0]} not compared "
+          f"({dict(q(f'SELECT status, count(*) FROM cases c WHERE {gen} GROUP BY status'))})")
+    for (k,) in q(f"SELECT DISTINCT f.nagq FROM fits f JOIN cases c USING (case_id) WHERE {gen} ORDER BY 1"):
+        both = q(f"""SELECT f.fit_id FROM fits f JOIN cases c USING (case_id) WHERE {gen} AND f.nagq = ?
+                     AND f.mode = 'exact' AND f.python_error IS NULL AND f.r_error IS NULL
+                     AND f.verdict NOT IN ('timeout', 'harness-error')""", k)
+        excess = q(f"""SELECT c.name, d.abs FROM diffs d JOIN fits f USING (fit_id) JOIN cases c USING (case_id)
+                       WHERE {gen} AND f.nagq = ? AND f.mode = 'exact' AND d.quantity = 'minus2loglik_excess'""", k)
+        worse = sorted(((a, n) for n, a in excess if a is not None and a > WORSE), reverse=True)
+        glmer_fits = q(f"""SELECT f.python_error FROM fits f JOIN cases c USING (case_id) WHERE {gen}
+                           AND f.nagq = ? AND f.mode = 'exact' AND f.r_error IS NULL
+                           AND f.verdict NOT IN ('timeout', 'harness-error')""", k)
+        refused = sum(e is not None for (e,) in glmer_fits)
+        print(f"nAGQ {k}: exact both fit {len(both)}, never-worse check present {len(excess)} "
+              f"({100 * len(excess) / max(len(both), 1):.1f} %), worse by > {WORSE:g}: {len(worse)} "
+              f"{[(n, f'{a:.3g}') for a, n in worse[:5]]}; glmer fits {len(glmer_fits)}, exact refuses "
+              f"{refused} ({100 * refused / max(len(glmer_fits), 1):.2f} %)")
+    cases = q(f"""SELECT c.name, min(f.python_error IS NOT NULL AND f.r_error IS NOT NULL) FROM fits f
+                  JOIN cases c USING (case_id) WHERE {gen} GROUP BY c.case_id""")
+    none = sum(all_refused for _, all_refused in cases)
+    print(f"generated cases refused by both sides at every nAGQ (both modes): {none} of {len(cases)} "
+          f"({100 * none / max(len(cases), 1):.1f} %)")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
