@@ -63,6 +63,19 @@ def blocks(model) -> tuple[int, int] | None:
     return None
 
 
+def asynchronous(error: SystemError) -> BaseException:
+    """What a compiled call raised as `SystemError`: an asynchronous exception (a signal
+    handler's KeyboardInterrupt, a time limit's PyThreadState_SetAsyncExc) that arrived while numba
+    turned the result into Python objects comes back as the cause of a SystemError; that cause,
+    else the error itself."""
+    cause = error.__cause__
+    while cause is not None:
+        if not isinstance(cause, Exception):
+            return cause
+        cause = cause.__cause__
+    return error
+
+
 def codes(family) -> tuple[int, int]:
     return FAMILIES.index(family.name), LINKS.index(family.link.name)
 

@@ -128,10 +128,13 @@ def _compiled_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, 
     b, nb = compiled.blocks(model)
     rows, vals = model.LamtZt_columns(theta)
     resp = model.response
-    (status, u, beta, eta, mu, sqrtW, ldL2, drsum, iterations, pdevs, halvings, etas,
-     stuck) = compiled.pirls_loop(*compiled.codes(model.family), exact, u_only, float(tol), int(maxit),
-                                  _f64(resp.y), _f64(resp.pw), model.X_contiguous, _f64(offset), _f64(eta), _f64(u_prev),
-                                  _f64(beta_prev), rows, vals, b, nb)
+    try:
+        (status, u, beta, eta, mu, sqrtW, ldL2, drsum, iterations, pdevs, halvings, etas,
+         stuck) = compiled.pirls_loop(*compiled.codes(model.family), exact, u_only, float(tol), int(maxit),
+                                      _f64(resp.y), _f64(resp.pw), model.X_contiguous, _f64(offset), _f64(eta),
+                                      _f64(u_prev), _f64(beta_prev), rows, vals, b, nb)
+    except SystemError as e:
+        raise compiled.asynchronous(e) from None
     trace = list(zip(pdevs.tolist(), halvings.tolist()))
     if status != compiled.OK:
         raise PirlsError(ERRORS[status] + (NO_MODE if status == compiled.MAXIT and exact

@@ -9,10 +9,13 @@ Refusals: the same error at the same parameters.
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
 from crosscheck.generate import draw_case
+from crosscheck.interrupt import Timeout, time_limit
 from crosscheck.strategies import FAMILY_LINKS, STRUCTURES
 from reference_impl import compiled
 from reference_impl.errors import PirlsError
@@ -104,3 +107,24 @@ def test_refusal_compiled_equals_numpy(index, monkeypatch):
     fast, _ = values(model, 0, "lme4", False, monkeypatch)
     slow, _ = values(model, 0, "lme4", True, monkeypatch)
     assert isinstance(slow, str) and fast == slow
+
+
+def test_an_interruption_during_a_compiled_call_stays_itself():
+    """A time limit (`crosscheck.interrupt.time_limit`: PyThreadState_SetAsyncExc) or Ctrl-C that
+    arrives while numba boxes the loop's result came back as SystemError (a harness crash instead
+    of a timeout): the fit raises the interruption itself."""
+    model = generated(0)
+    lp0, res = initial_lp0(model)
+    f = DevianceFunction(model, 1, lp0)
+    pars = np.concatenate([model.theta0, res.beta])
+    raised = Counter()
+    for k in range(120):              # without the fix about a quarter came back as SystemError
+        try:
+            with time_limit(1e-4 * (1 + k % 7)):
+                for _ in range(200):
+                    f(pars)
+        except Timeout:
+            raised["timeout"] += 1
+        except Exception as e:                    # noqa: BLE001 — what the fix must prevent
+            raised[type(e).__name__] += 1
+    assert raised["timeout"] == sum(raised.values()) > 0, raised
