@@ -79,12 +79,9 @@ def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str 
     `u_prev`, `beta_prev` are the predictor's values before the run, used only by a step-halving
     in the first iteration, as in lme4.
     """
-    # one errstate for the whole run (7 µs each, several per iteration otherwise): PIRLS
-    # computes through inf and NaN as lme4's C++ does, and its own tests decide
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if mode != "exact":
-            return _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit)
-        return _exact_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, tol, maxit)
+    if mode != "exact":
+        return _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit)
+    return _exact_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, tol, maxit)
 
 
 def _exact_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, tol, maxit) -> PirlsResult:
@@ -111,9 +108,13 @@ def _exact_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, tol, maxi
 
 
 def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit) -> PirlsResult:
-    if compiled.blocks(model) is not None:
-        return _compiled_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit)
-    return _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit)
+    blocks = compiled.blocks(model)
+    if blocks is not None:
+        return _compiled_pirls(model, blocks, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit)
+    # one errstate for the whole run (7 µs each, several per iteration otherwise): PIRLS
+    # computes through inf and NaN as lme4's C++ does, and its own tests decide
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit)
 
 
 ERRORS = {compiled.NAN: "PIRLS loop resulted in NaN value",
@@ -122,10 +123,11 @@ ERRORS = {compiled.NAN: "PIRLS loop resulted in NaN value",
           compiled.DOWNDATE: "Downdated VtV is not positive definite"}
 
 
-def _compiled_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit) -> PirlsResult:
-    """`_numpy_pirls` as one compiled call (compiled.py), for A of small diagonal blocks."""
+def _compiled_pirls(model, blocks, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit) -> PirlsResult:
+    """`_numpy_pirls` as one compiled call (compiled.py), for A of small diagonal blocks
+    (`blocks`: their size and number)."""
     exact = mode == "exact"
-    b, nb = compiled.blocks(model)
+    b, nb = blocks
     rows, vals = model.LamtZt_columns(theta)
     resp = model.response
     try:
