@@ -360,23 +360,12 @@ def _gram(A):
 
 @_jit
 def _dot(A, x):
-    """A x."""
+    """A x, summed in column order (A' x as `_dot(A.T, x)`)."""
     n, m = A.shape
     out = np.zeros(n)
     for i in range(n):
         for j in range(m):
             out[i] += A[i, j] * x[j]
-    return out
-
-
-@_jit
-def _tdot(A, x):
-    """A' x."""
-    n, m = A.shape
-    out = np.zeros(m)
-    for i in range(n):
-        for j in range(m):
-            out[j] += A[i, j] * x[i]
     return out
 
 
@@ -407,7 +396,7 @@ def _RX(V, RZX):
 def _solve_normal(L, RZX, RX, bu, bbeta):
     """(u, β) of the penalized normal equations, blockwise (factor.Decomposition.solve_normal)."""
     cu = _solve_L(L, bu.copy().reshape(-1, 1))[:, 0].copy()
-    rhs = bbeta - _tdot(RZX, cu)
+    rhs = bbeta - _dot(RZX.T, cu)
     p = len(rhs)
     beta = np.empty(p)
     for j in range(p):                     # RX' y = rhs
@@ -509,7 +498,7 @@ def pirls_loop(fam, link, exact, u_only, tol, maxit, y, pw, X, offset, eta, u, b
         if exact and it > 0 and not u_only:
             wr = sqrtW * r
             du, dbeta = _solve_normal(L, RZX, RX, _LamtUt_dot(rows, vals, sqrtW, wr.reshape(-1, 1), q)[:, 0] - u,
-                                      _tdot(V, wr))
+                                      _dot(V.T, wr))
             u, beta = u + du, beta + dbeta
         else:
             wz = sqrtW * ((eta - offset) + r)
@@ -517,7 +506,7 @@ def pirls_loop(fam, link, exact, u_only, tol, maxit, y, pw, X, offset, eta, u, b
             if u_only:
                 u = _solve_Lt(L, _solve_L(L, bu))[:, 0].copy()
             else:
-                u, beta = _solve_normal(L, RZX, RX, bu[:, 0].copy(), _tdot(V, wz))
+                u, beta = _solve_normal(L, RZX, RX, bu[:, 0].copy(), _dot(V.T, wz))
         eta = _linpred(offset, X, beta, u_only, rows, vals, u)
         mu, drsum, pdev = _response(fam, link, exact, y, pw, eta, u)
         if exact:
