@@ -139,12 +139,18 @@ def test_a_reference_fit_past_its_time_limit_is_a_timeout_not_a_refusal(reliabil
     assert c.python.failure == "timeout" and c.python.error.startswith("timeout: the reference's fit ran past")
     reliability.add("fault", "a reference fit past its time limit", "compare_case",
                     "timeout (not python-refused)", c.python.error)
-    outcomes = Counter()
-    for k in range(100):
-        fit = PythonSide("lme4", timeout=0.01 * (1 + k % 10)).fit(case, 0)
+    outcomes, fit_time = Counter(), min(_seconds(lambda: PythonSide("lme4").fit(case, 0)) for _ in range(3))
+    for k in range(100):       # limits from 0.1 to 2.9 times the fit's own time, on any machine
+        fit = PythonSide("lme4", timeout=fit_time * (0.1 + 0.2 * (k % 15))).fit(case, 0)
         outcomes[fit.failure or "fitted"] += 1
     assert outcomes["fitted"] and outcomes["timeout"] and sum(outcomes.values()) == 100
     assert PythonSide("lme4").fit(case, 1).ok
+
+
+def _seconds(f) -> float:
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
 
 
 def test_an_r_error_inside_glmer_is_a_verdict_and_r_goes_on(reliability):
