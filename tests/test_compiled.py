@@ -2,9 +2,11 @@
 which it must follow step for step (issue 15).
 
 Element functions: within 1e-14 relative of families.py's (glibc's exp, log and erf against
-numpy's SIMD kernels and scipy's cephes ndtr: a few ulps). Objectives at identical parameters: 1e-10 relative, the tolerance the lme4 comparison
-holds (tests/test_reference_vs_glmer.py), on generated cases of every family/link pair and
-structure ("none" stratum: well conditioned, so rounding cannot move PIRLS's result further).
+numpy's SIMD kernels and scipy's cephes ndtr: a few ulps). Objectives at identical parameters:
+1e-10 relative in lme4 mode, the tolerance the lme4 comparison holds
+(tests/test_reference_vs_glmer.py), 1e-8 in exact mode (EXACT_RTOL), on generated cases of every
+family/link pair and structure ("none" stratum: well conditioned, so rounding cannot move
+PIRLS's result further).
 Refusals: the same error at the same parameters.
 """
 from __future__ import annotations
@@ -26,6 +28,9 @@ from reference_impl.objective import DevianceFunction, initial_lp0
 pytestmark = pytest.mark.skipif(compiled.numba is None, reason="numba is not installed")
 
 OBJ_RTOL = 1e-10
+# exact mode's PIRLS stops where rounding exceeds the decrease (1e-10 relative, pirls._settled) and
+# ldL2 follows the mode's last digits: 2.1e-9 measured with numpy's AVX-512 kernels off
+EXACT_RTOL = 1e-8
 ELEMENT_RTOL = 1e-14
 ETA = np.array([-800.0, -40.0, -8.0, -1.0, -1e-3, 0.0, 1e-3, 0.3, 1.0, 3.0, 8.0, 40.0, 800.0, np.nan])
 MU = np.array([1e-300, 1e-12, 0.01, 0.3, 0.5, 0.9, 1.0 - 1e-12, 1.0, 2.5, 40.0])
@@ -92,7 +97,7 @@ def test_objective_compiled_equals_numpy(i, nAGQ, mode, monkeypatch):
     if isinstance(slow, str) or isinstance(fast, str):
         assert fast == slow
         return
-    np.testing.assert_allclose(fast, slow, rtol=OBJ_RTOL, atol=0.0)
+    np.testing.assert_allclose(fast, slow, rtol=OBJ_RTOL if mode == "lme4" else EXACT_RTOL, atol=0.0)
     # the decomposition formed afterwards from the kept weights is the one the loop factored
     assert abs(res.decomp.ldL2 - res.ldL2) <= 1e-12 * (1.0 + abs(res.ldL2))
 

@@ -214,9 +214,12 @@ def test_a_given_start_in_a_lower_basin_wins():
     glmer_optimum = [3.0937674, 2.6364361, 2.2955819, 28394.740, -28399.153]
     given = _fit_from(OTHER_BASIN, 1, {"glmer": glmer_optimum})
     assert [s["start"] for s in given.optinfo.starts] == ["path", "lme4", "boundary", "glmer"]
-    assert given.optinfo.start == "glmer" and given.optinfo.starts[-1]["polished"]
-    assert given.objective < own.objective - 0.25
+    glmer_start = given.optinfo.starts[-1]
+    assert given.objective <= min(own.objective, glmer_start["value"]) + 1e-9
     assert given.objective == min(s.get("optimum", s.get("value", np.inf)) for s in given.optinfo.starts)
+    if own.objective > glmer_start["value"]:   # rounding may take the own starts to glmer's basin too
+        assert given.optinfo.start == "glmer" and glmer_start["polished"]
+        assert given.objective < own.objective - 0.25
 
 
 def test_a_given_start_above_the_best_is_not_polished():
