@@ -23,7 +23,7 @@ import scipy.linalg as la
 from scipy.linalg import lapack
 import scipy.sparse as sp
 
-from .errors import PirlsError
+from .errors import DOWNDATE_NOT_PD, NAN_VALUE, PirlsError
 
 try:
     from sksparse import cholmod
@@ -34,7 +34,7 @@ except ImportError:                  # scipy-only fallback: DenseFactor
 def not_positive_definite() -> PirlsError:
     """A = I + MM' lost its I to rounding (weights of 1e8 and more): lme4's CHOLMOD leaves a
     partial factor that PIRLS's NaN test, or else the RX downdate, stops on (§3.2)."""
-    return PirlsError("PIRLS loop resulted in NaN value")
+    return PirlsError(NAN_VALUE)
 
 
 class Factor:
@@ -208,7 +208,7 @@ class Decomposition:
     def RX(self) -> np.ndarray:
         RX, info = lapack.dpotrf(self.V.T @ self.V - self.RZX.T @ self.RZX, lower=False, clean=True)
         if info != 0:
-            raise PirlsError("Downdated VtV is not positive definite")
+            raise PirlsError(DOWNDATE_NOT_PD)
         return RX
 
     def check(self) -> None:

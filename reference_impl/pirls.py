@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from . import compiled
-from .errors import PirlsError
+from .errors import DOWNDATE_NOT_PD, HALVINGS_FAILED, NAN_VALUE, NOT_CONVERGED, PirlsError
 from .factor import Decomposition
 from .predictor import predictor
 
@@ -117,10 +117,8 @@ def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxi
         return _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit)
 
 
-ERRORS = {compiled.NAN: "PIRLS loop resulted in NaN value",
-          compiled.HALVINGS: "(maxstephalfit) PIRLS step-halvings failed to reduce deviance in pwrssUpdate",
-          compiled.MAXIT: "pwrssUpdate did not converge in (maxit) iterations",
-          compiled.DOWNDATE: "Downdated VtV is not positive definite"}
+ERRORS = {compiled.NAN: NAN_VALUE, compiled.HALVINGS: HALVINGS_FAILED, compiled.MAXIT: NOT_CONVERGED,
+          compiled.DOWNDATE: DOWNDATE_NOT_PD}
 
 
 def _compiled_pirls(model, blocks, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit) -> PirlsResult:
@@ -198,7 +196,7 @@ def _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol
         if not np.all(np.isfinite(sqrtW)):
             # lme4's factorizations carry NaN weights through (no pivot test fails on NaN) and
             # the NaN deviance ends the loop below; CHOLMOD and scipy refuse NaN input instead
-            raise PirlsError("PIRLS loop resulted in NaN value")
+            raise PirlsError(NAN_VALUE)
         decomp = Decomposition(pred.factor(sqrtW), X, sqrtW)
         if not exact:
             decomp.check()
@@ -253,12 +251,12 @@ def _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol
             converged = True
             break
         if np.isnan(pdev):
-            raise PirlsError("PIRLS loop resulted in NaN value")
+            raise PirlsError(NAN_VALUE)
         if pdev - oldpdev > tol:
-            raise PirlsError("(maxstephalfit) PIRLS step-halvings failed to reduce deviance in pwrssUpdate")
+            raise PirlsError(HALVINGS_FAILED)
         oldpdev = pdev
     if not converged:
-        raise PirlsError("pwrssUpdate did not converge in (maxit) iterations"
+        raise PirlsError(NOT_CONVERGED
                          + (NO_MODE if exact and _diverging(trace, etas) else ""))
     if exact:
         _, _, sqrtW = weights(eta, mu)
