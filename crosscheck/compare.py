@@ -22,7 +22,7 @@ from .case import Case
 from .diagnose import SKIPPED, STAGES, Diagnoser, Diagnosis, Refusal
 from .diffs import Diff
 from .implementations import load
-from .rbridge import RTimeout
+from .rbridge import RBridgeError, RTimeout
 from .result import HARNESS_ERROR, TIMEOUT, FitResult
 from .scales import agq_is_relative
 from .sides import GlmmTMBSide, PythonSide, RSide, python_versions, saturated
@@ -124,7 +124,7 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
                                                   f"{mode} does not claim to fit {unclaimed}: not compared"])))
                     continue
                 t0 = time.perf_counter()
-                py = impl.fit(case, nAGQ, C, **_glmer_start(impl, r))
+                py = impl.fit(case, nAGQ, C, **_glmer_start(impl, r, diagnoser, nAGQ))
                 t_py = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 diagnosis = _diagnose(diagnoser, nAGQ, mode, py, r)
@@ -147,13 +147,19 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
     return CaseReport(case, versions, results, C)
 
 
-def _glmer_start(impl, r: FitResult) -> dict:
+def _glmer_start(impl, r: FitResult, diagnoser: Diagnoser, nAGQ: int) -> dict:
     """Exact mode also starts from glmer's optimum (issue 13): on a rough objective lme4 mode may
     land in another basin than glmer, and exact mode is then never worse than glmer only if it
-    tries glmer's point too. Passed as data; the reference itself knows no R."""
-    if isinstance(impl, PythonSide) and impl.mode == "exact" and r.ok and r.pars is not None:
-        return {"starts": {"glmer": np.asarray(r.pars, float)}}
-    return {}
+    tries glmer's point too — with glmer's lp0 (R's deviance function, which stage 1 evaluates
+    anyway), so that where the penalized deviance has several conditional modes PIRLS finds the
+    one stage 1 finds at glmer's optimum. Passed as data; the reference itself knows no R."""
+    if not (isinstance(impl, PythonSide) and impl.mode == "exact" and r.ok and r.pars is not None):
+        return {}
+    try:
+        lp0 = np.asarray(diagnoser.devfun(nAGQ)["lp0"], float)
+    except RBridgeError:                    # stage 1 will say so; the start goes without lp0
+        lp0 = None
+    return {"starts": {"glmer": {"par": np.asarray(r.pars, float), "lp0": lp0}}}
 
 
 def _diagnose(diagnoser: Diagnoser, nAGQ: int, mode: str, py: FitResult, r: FitResult) -> Diagnosis:

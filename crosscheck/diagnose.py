@@ -219,11 +219,11 @@ class Diagnoser:
         t0 = time.perf_counter()
         band = NoiseBand()
         points, at_r, at_py = self._evaluations.get((nAGQ, mode), (None, None, None))
-        lp0 = np.asarray(self._devfuns[nAGQ, None]["lp0"], float) if points is not None else None
+        lp0 = np.asarray(self.devfun(nAGQ)["lp0"], float) if points is not None else None
         impl = self.side(mode)
         reference = isinstance(impl, PythonSide)
         if points is not None:
-            devfun = self._devfun(nAGQ, None, self.case)
+            devfun = self.devfun(nAGQ)
             moved = [p for pattern in ulp_moved(points) for p in pattern]     # one call per side
             for side, at in (("r", self.r_side.evaluate(devfun, moved)),
                              ("python", evaluations(impl, self.case, nAGQ, moved, lp0))):
@@ -292,6 +292,10 @@ class Diagnoser:
             at_j = evaluations(impl, case_j, nAGQ, points, np.asarray(devfun["lp0"], float))
             band.add("python", _evaluation_diffs(at_j, at_py, tol) if at_j else [])
 
+    def devfun(self, nAGQ: int) -> dict:
+        """R's deviance function of the case as given (stage 1's), made once."""
+        return self._devfun(nAGQ, None, self.case)
+
     def _devfun(self, nAGQ: int, order: int | None, case: Case) -> dict:
         """R's deviance function of `case` (the original rows, or row order `order`), made once."""
         if (nAGQ, order) not in self._devfuns:
@@ -314,7 +318,7 @@ class Diagnoser:
         """Stage 1: both deviance functions at both optima (R's lp0 on both sides). For an
         implementation other than the reference, in tolerance class "exact", also the reference's
         exact objective at its optimum and glmer's (stage 2 judges the optimum on it)."""
-        devfun = self._devfun(nAGQ, None, self.case)
+        devfun = self.devfun(nAGQ)
         points = [r.pars, py.pars]
         lp0 = np.asarray(devfun["lp0"], float)
         impl = self.side(mode)

@@ -192,8 +192,12 @@ def devfun(formula, data, family="binomial", link=None, nAGQ=1, weights=None, of
 def glmer(formula, data, family="binomial", link=None, nAGQ=1, weights=None, offset=None,
           mode="lme4", control=None, starts=None) -> GlmerFit:
     """Fit a GLMM as lme4 1.1-31's `glmer` does (`mode="lme4"`), or to the exact optimum of the
-    same objective (`mode="exact"`). `starts` (exact mode): further named starts, parameter
-    vectors in lme4's layout (θ, then β for nAGQ > 0), e.g. another implementation's optimum."""
+    same objective (`mode="exact"`). `starts` (exact mode): further named starts, each a parameter
+    vector in lme4's layout (θ, then β for nAGQ > 0), e.g. another implementation's optimum, or
+    `{"par": vector, "lp0": vector}` with the linear predictor (offset excluded, one per row)
+    PIRLS restarts from there (§3.3): where the penalized deviance has several conditional modes,
+    the exact objective at a point is the one PIRLS reaches, and another implementation's lp0 may
+    reach a lower one."""
     _check_mode(mode)
     if not isinstance(nAGQ, (int, np.integer)) or isinstance(nAGQ, bool) or nAGQ < 0:
         raise ModelError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")
@@ -230,10 +234,18 @@ class _Candidate:
     opt: OptSummary
 
 
-def _given_starts(model: Model, nAGQ: int, mode: str, starts) -> dict[str, np.ndarray | str]:
-    """`glmer`'s `starts` for exact mode: each a vector of lme4's length, or the reason it is not
-    one (listed with the starts, as a start that cannot be evaluated is: another
-    implementation's optimum may belong to another design)."""
+@dataclass
+class _Given:
+    """A start given to exact mode: its parameters and, optionally, PIRLS's restart point."""
+
+    par: np.ndarray
+    lp0: np.ndarray | None = None
+
+
+def _given_starts(model: Model, nAGQ: int, mode: str, starts) -> dict[str, _Given | str]:
+    """`glmer`'s `starts` for exact mode, each a `_Given`, or the reason it is not one (listed with
+    the starts, as a start that cannot be evaluated is: another implementation's optimum may
+    belong to another design)."""
     if not starts:
         return {}
     if mode != "exact":
@@ -242,16 +254,21 @@ def _given_starts(model: Model, nAGQ: int, mode: str, starts) -> dict[str, np.nd
         raise ModelError(f"starts must be a dict of name: parameter vector, not {type(starts).__name__}")
     npar = model.nth + (model.p if nAGQ > 0 else 0)
     out = {}
-    for name, par in starts.items():
+    for name, start in starts.items():
+        par, lp0 = (start.get("par"), start.get("lp0")) if isinstance(start, dict) else (start, None)
         par = np.asarray(par, float).ravel()
-        ok = par.shape == (npar,) and bool(np.all(np.isfinite(par)))
-        out[str(name)] = par if ok else (
-            f"not {npar} finite numbers ({model.nth} theta" + (f" + {model.p} beta" if nAGQ > 0 else "")
-            + f"): {par.tolist()}")
+        lp0 = None if lp0 is None else np.asarray(lp0, float).ravel()
+        if not (par.shape == (npar,) and bool(np.all(np.isfinite(par)))):
+            out[str(name)] = (f"not {npar} finite numbers ({model.nth} theta"
+                              + (f" + {model.p} beta" if nAGQ > 0 else "") + f"): {par.tolist()}")
+        elif lp0 is not None and not (lp0.shape == (model.N,) and bool(np.all(np.isfinite(lp0)))):
+            out[str(name)] = f"lp0 is not {model.N} finite numbers (one per row): {lp0.size} given"
+        else:
+            out[str(name)] = _Given(par, lp0)
     return out
 
 
-def _exact(model: Model, ctrl: Control, nAGQ: int, given: dict[str, np.ndarray | str] | None = None
+def _exact(model: Model, ctrl: Control, nAGQ: int, given: dict[str, _Given | str] | None = None
            ) -> tuple[DevianceFunction, np.ndarray, OptSummary]:
     """exact mode: the exact objective minimized from several starts, the lowest optimum kept.
 
@@ -259,7 +276,8 @@ def _exact(model: Model, ctrl: Control, nAGQ: int, given: dict[str, np.ndarray |
     mode's own optimum (its two stages, no R involved); `boundary` — every θ at 0 (feasible for
     every component, §1.2), β the GLM's; then the `given` ones (e.g. glmer's optimum, which the
     harness passes: where lme4 mode lands in another basin than glmer on a rough objective, no
-    start of the reference's own reaches glmer's). The path is always polished; a later start is polished
+    start of the reference's own reaches glmer's; with glmer's lp0, PIRLS finds glmer's conditional
+    mode where there are several). The path is always polished; a later start is polished
     (Newton or L-BFGS-B, as the path) only when its value is below the best optimum so far, as
     only then can it win without crossing into another basin: so the result is never worse
     than lme4's optimum (glmer's, to its numerical error) on the exact objective. A start that
@@ -267,7 +285,7 @@ def _exact(model: Model, ctrl: Control, nAGQ: int, given: dict[str, np.ndarray |
     no start can (`_refusal`). `OptSummary.start` names the winner, `starts` lists every start."""
     tried, best = [], None
     builtin = (("path", _start_path), ("lme4", _start_lme4), ("boundary", _start_boundary))
-    for name, start in (*builtin, *((n, partial(_start_given, par=p)) for n, p in (given or {}).items())):
+    for name, start in (*builtin, *((n, partial(_start_given, given=p)) for n, p in (given or {}).items())):
         try:
             cand = start(model, ctrl, nAGQ, best)
         except (PirlsError, OptimizerError) as e:
@@ -317,15 +335,15 @@ def _start_lme4(model: Model, ctrl: Control, nAGQ: int, best: _Candidate | None)
     return _Candidate(f, par, f(par), None)
 
 
-def _start_given(model: Model, ctrl: Control, nAGQ: int, best: _Candidate | None, par: np.ndarray | str
+def _start_given(model: Model, ctrl: Control, nAGQ: int, best: _Candidate | None, given: _Given | str
                  ) -> _Candidate:
-    """A given parameter vector, unpolished, on the exact objective (the path's, or one from
-    exact mode's own lp0 when the path failed)."""
-    if isinstance(par, str):
-        raise OptimizerError(par)
-    f = best.f if best is not None else DevianceFunction(model, nAGQ, initial_lp0(model, "exact", ctrl.tolPwrss)[0],
-                                                         "exact", ctrl.tolPwrss)
-    return _Candidate(f, par, f(par), None)
+    """A given start, unpolished, on the exact objective restarting from its lp0 (else the path's,
+    or exact mode's own lp0 when the path failed)."""
+    if isinstance(given, str):
+        raise OptimizerError(given)
+    lp0 = given.lp0 if given.lp0 is not None or best is not None else initial_lp0(model, "exact", ctrl.tolPwrss)[0]
+    f = best.f if lp0 is None else DevianceFunction(model, nAGQ, lp0, "exact", ctrl.tolPwrss)
+    return _Candidate(f, given.par, f(given.par), None)
 
 
 def _start_boundary(model: Model, ctrl: Control, nAGQ: int, best: _Candidate | None) -> _Candidate | None:

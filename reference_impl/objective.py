@@ -75,7 +75,10 @@ class DevianceFunction:
         self.nth = model.nth
         self.npar = self.nth + (model.p if nAGQ > 0 else 0)
         self.lower = np.concatenate([model.lower, np.full(self.npar - self.nth, -np.inf)])
-        self._u = np.zeros(model.q)          # the predictor's u between calls (§3.2, first halving)
+        # lme4's predictor keeps u (and nAGQ = 0's β) between calls, which a step-halving in
+        # PIRLS's first iteration averages with (§3.2): lme4 mode's values depend on the calls
+        # before; exact mode's are a function of (pars, lp0) alone, halving toward u = 0, β = 0
+        self._u = np.zeros(model.q)
         self._beta = np.zeros(model.p)
         self.last: Evaluation | None = None
         self.nevals = 0
@@ -93,7 +96,6 @@ class DevianceFunction:
                 res = pirls(m, theta, eta, m.offset, self._u, self._beta, u_only=False,
                             mode=self.mode, tol=self.tol)
                 beta = res.beta
-                self._beta = res.beta
             else:
                 beta = pars[self.nth:]
                 res = pirls(m, theta, eta, m.offset + m.X @ beta, self._u, self._beta, u_only=True,
@@ -101,7 +103,9 @@ class DevianceFunction:
         except PirlsError as e:
             e.at = pars
             raise
-        self._u = res.u
+        if self.mode == "lme4":
+            self._u = res.u
+            self._beta = res.beta
         aic = m.aic(res.mu, res.drsum)
         if self.nAGQ <= 1:
             value = res.ldL2 + res.ussq + aic

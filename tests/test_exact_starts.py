@@ -222,6 +222,36 @@ def test_a_given_start_in_a_lower_basin_wins():
         assert given.objective < own.objective - 0.25
 
 
+PERFECT_FIT = Case.load(Path(__file__).parent / "fixtures" / "exact-perfect-fit-gamma.json")
+
+
+def test_the_exact_objective_does_not_depend_on_the_calls_before():
+    """gen:thorough:345 (Gamma(log), 6 rows, θ_g ≈ 4e3): PIRLS's first step there needs halving,
+    which lme4 averages with the predictor's u of the previous call (§3.2). Exact mode halves
+    toward u = 0 instead: its value at a point is the same whatever was evaluated before (it
+    moved by 128 to 1024, the aic's rounding where the fit is perfect, while it depended on that)."""
+    kw = dict(family=PERFECT_FIT.family, link=PERFECT_FIT.link, offset=PERFECT_FIT.offset)
+    glmer_optimum = np.array([3985.7874411803596, 0.01119827501190981, 2.682469784303769, 0.6192781865577787,
+                              -0.6389428293880408, -1.7279798118345158, -0.7581735477760456])
+    points = [glmer_optimum, glmer_optimum * (1 + 1e-6), _pars(_fit(PERFECT_FIT, 1))]
+    fresh = [ri.devfun(PERFECT_FIT.formula, PERFECT_FIT.data, nAGQ=1, mode="exact", **kw)(x) for x in points]
+    f = ri.devfun(PERFECT_FIT.formula, PERFECT_FIT.data, nAGQ=1, mode="exact", **kw)
+    assert [f(x) for x in points + points[::-1]] == fresh + fresh[::-1]
+
+
+def test_a_given_start_restarts_pirls_from_its_own_lp0():
+    """A start with an lp0 is evaluated, and polished, on the deviance function restarting from
+    it: its value there is exactly that function's (the harness checks never-worse on it)."""
+    kw = dict(family=PERFECT_FIT.family, link=PERFECT_FIT.link, offset=PERFECT_FIT.offset)
+    own = _fit(PERFECT_FIT, 1)
+    par = _pars(own)
+    lp0 = ri.devfun(PERFECT_FIT.formula, PERFECT_FIT.data, nAGQ=1, mode="lme4", **kw).lp0 * 1.01
+    fit = _fit_from(PERFECT_FIT, 1, {"moved": {"par": par, "lp0": lp0}})
+    at = ri.devfun(PERFECT_FIT.formula, PERFECT_FIT.data, nAGQ=1, mode="exact", lp0=lp0, **kw)(par)
+    assert fit.optinfo.starts[-1]["value"] == at
+    assert fit.objective <= min(own.objective, at)
+
+
 def test_a_given_start_above_the_best_is_not_polished():
     fit = _fit(README, 1)
     far = _fit_from(README, 1, {"far": [*fit.theta, *(b + 1.0 for b in fit.fixef.values())]})
@@ -230,10 +260,12 @@ def test_a_given_start_above_the_best_is_not_polished():
 
 
 def test_a_start_that_does_not_fit_the_model_is_listed_with_its_reason():
-    fit = _fit_from(README, 1, {"short": [1.0], "nan": [np.nan, 0.0, 0.0]})
+    fit = _fit_from(README, 1, {"short": [1.0], "nan": [np.nan, 0.0, 0.0],
+                                "lp0": {"par": [1.0, 0.0, 0.0], "lp0": [0.0]}})
     reasons = {s["start"]: s.get("error", "") for s in fit.optinfo.starts}
     assert reasons["short"].startswith("not 3 finite numbers (1 theta + 2 beta): [1.0]")
     assert reasons["nan"].startswith("not 3 finite numbers")
+    assert reasons["lp0"] == f"lp0 is not {len(readme_example())} finite numbers (one per row): 1 given"
     assert fit.objective == _fit(README, 1).objective
 
 

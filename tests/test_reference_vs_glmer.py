@@ -269,6 +269,19 @@ def test_bad_input_is_refused_with_a_clear_error(spec):
     assert needle in str(err.value)
 
 
+def test_exact_mode_is_never_worse_than_glmer_where_the_objective_is_rounding(R):
+    """gen:thorough:345 (Gamma(log), 6 rows, (1 | g/h)): the fit is perfect (Σ devResid ≈ 4e-16),
+    Gamma's aic divides by the dispersion Σ devResid / n, and the objective is its rounding: it
+    moves by 128 with the digits of lp0 or of θ. Exact mode was 87.6 above glmer's parameters,
+    which the harness evaluates from glmer's lp0; glmer's start now carries that lp0, and the
+    exact deviance function depends on nothing else (not on the calls before), so the start's
+    value is exactly the one the check compares with."""
+    case = Case.load(Path(__file__).parent / "fixtures" / "exact-perfect-fit-gamma.json")
+    (c,) = compare_case(case, ("exact",), noise="none").results
+    (excess,) = [d for d in c.diffs if d.quantity == "minus2loglik_excess"]
+    assert excess.python - excess.r <= 1e-8, (c.verdict, excess)
+
+
 @pytest.mark.parametrize("name", ["exact-worse-gaussian-inverse", "exact-worse-inverse-gaussian-boundary",
                                   "exact-worse-other-basin"])
 def test_exact_mode_is_never_worse_than_glmer_on_the_old_worst_cases(R, name):
