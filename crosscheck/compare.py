@@ -111,8 +111,9 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
     try:
         for nAGQ in case.nagq:
             t0 = time.perf_counter()
-            r = r_side.fit(case, nAGQ, C)
+            r = r_side.fit(case, nAGQ, C, keep_devfun=True)
             t_r = time.perf_counter() - t0
+            diagnoser.adopt(nAGQ, r)
             if referee and nAGQ == 1 and tmb is None:
                 tmb = GlmmTMBSide(r_side.session, r_side.timeout).fit(case, 1, C)
             for impl in impls:

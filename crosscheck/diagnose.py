@@ -269,7 +269,8 @@ class Diagnoser:
             order = self._orders[j]
             case_j = self.case.with_rows(order)
             if j == len(refits):
-                refits.append(self.r_side.fit(case_j, nAGQ, r.saturated))
+                refits.append(self.r_side.fit(case_j, nAGQ, r.saturated, keep_devfun=True))
+                self.adopt(nAGQ, refits[j], j)
             C_j = saturated(case_j)
             sides = {"r": (refits[j], r), "python": (impl.fit(case_j, nAGQ, C_j), py)}
             for side, (fit_j, fit) in sides.items():
@@ -291,6 +292,18 @@ class Diagnoser:
             band.add("r", _evaluation_diffs(self.r_side.evaluate(devfun, points), at_r, tol))
             at_j = evaluations(impl, case_j, nAGQ, points, np.asarray(devfun["lp0"], float))
             band.add("python", _evaluation_diffs(at_j, at_py, tol) if at_j else [])
+
+    def adopt(self, nAGQ: int, r: FitResult, order: int | None = None) -> None:
+        """Take the deviance function glmer's fit `r` optimized (`RSide.fit(keep_devfun=True)`) as
+        R's for (nAGQ, row order): none is built again (glmer(devFunOnly = TRUE) runs stage 1 a
+        second time, half of a fit), and it is dropped with the others (`close`)."""
+        devfun = r.extra.pop("devfun", None)
+        if devfun is None:
+            return
+        if (nAGQ, order) in self._devfuns:
+            self.r_side.drop(devfun)
+        else:
+            self._devfuns[nAGQ, order] = devfun
 
     def devfun(self, nAGQ: int) -> dict:
         """R's deviance function of the case as given (stage 1's), made once."""

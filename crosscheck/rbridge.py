@@ -423,11 +423,13 @@ class RSession:
 
     def fit(self, data: pd.DataFrame, formula: str, family: str, *, link: str | None = None,
             nAGQ: int = 1, weights: str | None = None, offset: str | None = None,
-            control: Mapping | None = None, timeout: float | None = None) -> dict:
-        """glmer (`cc_glmer_fit`)."""
+            control: Mapping | None = None, timeout: float | None = None,
+            keep_devfun: bool = False) -> dict:
+        """glmer (`cc_glmer_fit`); with `keep_devfun`, value["devfun"] is the deviance function
+        the fit optimized, registered as `devfun`'s are."""
         return self.call("cc_glmer_fit", data=data, formula=_grammatical(formula), family=family, link=link,
                          nAGQ=nAGQ, weights=weights, offset=offset, control=control,
-                         timeout=timeout)
+                         keep_devfun=keep_devfun, timeout=timeout)
 
     def fit_glmmtmb(self, data: pd.DataFrame, formula: str, family: str, *,
                     link: str | None = None, weights: str | None = None,

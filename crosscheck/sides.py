@@ -202,11 +202,14 @@ class RSide:
         return dict(link=case.link, weights=case.weights, offset=case.offset,
                     control=case.control or None, timeout=self.timeout)
 
-    def fit(self, case: Case, nAGQ: int, saturated_C: float | None = None) -> FitResult:
+    def fit(self, case: Case, nAGQ: int, saturated_C: float | None = None,
+            keep_devfun: bool = False) -> FitResult:
+        """glmer's fit; with `keep_devfun`, `extra["devfun"]` is the deviance function it optimized
+        (as `devfun` gives it; the caller drops it), so that none is built a second time."""
         C = saturated(case) if saturated_C is None else saturated_C
         try:
             record = self.session.fit(case.data, case.formula, case.family, nAGQ=nAGQ,
-                                      **self._args(case))
+                                      keep_devfun=keep_devfun, **self._args(case))
         except RTimeout as e:
             return FitResult(side="r", error=f"timeout: {e}", nAGQ=nAGQ, extra={"failure": TIMEOUT})
         except ri.ModelError:                      # the formula outside the grammar: bad input

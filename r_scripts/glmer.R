@@ -120,20 +120,23 @@ cc_column <- function(data, column, role) {
 }
 
 # The unevaluated call `fit(formula, data = data, family = family, <args>, weights = <col>,
-# offset = <col>)`; evaluated in an environment that binds only `data` and `family`.
-cc_model_call <- function(fit, data, formula, family, link, weights, offset, ...) {
+# offset = <col>)`; evaluated in an environment that binds only `data`, `family` and `bound`
+# (functions the call names, e.g. glmer keeping its deviance function).
+cc_model_call <- function(fit, data, formula, family, link, weights, offset, ..., bound = list()) {
   cl <- as.call(c(list(fit, cc_formula(formula), data = quote(data), family = quote(family)),
                   list(...)))
   cl$weights <- cc_column(data, weights, "weights")
   cl$offset <- cc_column(data, offset, "offset")
-  env <- list2env(list(data = data, family = cc_family(family, link)), parent = globalenv())
+  env <- list2env(c(list(data = data, family = cc_family(family, link)), bound), parent = globalenv())
   function() eval(cl, env)
 }
 
-cc_glmer_call <- function(data, formula, family, link, nAGQ, weights, offset, control, ...) {
+cc_glmer_call <- function(data, formula, family, link, nAGQ, weights, offset, control, ...,
+                          glmer = NULL) {
   ctrl <- do.call(lme4::glmerControl, as.list(control))
-  cc_model_call(quote(lme4::glmer), data, formula, family, link, weights, offset,
-                nAGQ = nAGQ, control = ctrl, ...)
+  cc_model_call(if (is.null(glmer)) quote(lme4::glmer) else quote(glmer), data, formula, family, link,
+                weights, offset, nAGQ = nAGQ, control = ctrl, ...,
+                bound = if (!is.null(glmer)) list(glmer = glmer))
 }
 
 # --------------------------------------------------------------------------------------------
@@ -194,11 +197,35 @@ cc_glmer_record <- function(m, texts) {
 }
 
 # Fit glmer; `weights` and `offset` name columns of `data`, `control` is a list of
-# glmerControl() arguments. Record value: see cc_glmer_record.
+# glmerControl() arguments. Record value: see cc_glmer_record; with `keep_devfun`, also `devfun`:
+# the deviance function the fit optimized, registered and described as cc_devfun's (so that the
+# harness need not build it again with devFunOnly = TRUE, which runs stage 1 a second time).
 cc_glmer_fit <- function(data, formula, family, link = NULL, nAGQ = 1L, weights = NULL,
-                         offset = NULL, control = NULL) {
-  cc_fit_record(function() cc_glmer_call(data, formula, family, link, nAGQ, weights, offset, control)(),
-                cc_glmer_record)
+                         offset = NULL, control = NULL, keep_devfun = FALSE) {
+  keeping <- if (keep_devfun) cc_glmer_keeping(nAGQ)
+  post <- if (keep_devfun) function(m, texts) c(cc_glmer_record(m, texts), list(devfun = keeping$kept()))
+          else cc_glmer_record
+  cc_fit_record(function() cc_glmer_call(data, formula, family, link, nAGQ, weights, offset, control,
+                                         glmer = keeping$glmer)(),
+                post)
+}
+
+# lme4::glmer itself, its deviance function kept: glmer's own body run with mkGlmerDevfun and
+# updateGlmerDevfun wrapped to note the function each returns and describe it then, before an
+# optimizer evaluates it (as glmer(devFunOnly = TRUE) returns it); nothing else differs.
+# `kept()` registers the last one noted (stage 2's for nAGQ >= 1).
+cc_glmer_keeping <- function(nAGQ) {
+  noted <- NULL
+  note <- function(f, stage_nAGQ) {
+    noted <<- list(f = f, description = cc_devfun_describe(f, stage_nAGQ))
+    f
+  }
+  glmer <- lme4::glmer
+  environment(glmer) <- list2env(list(
+    mkGlmerDevfun = function(...) note(lme4::mkGlmerDevfun(...), 0L),
+    updateGlmerDevfun = function(...) note(lme4::updateGlmerDevfun(...), nAGQ)),
+    parent = environment(lme4::glmer))
+  list(glmer = glmer, kept = function() cc_devfun_register(noted$f, noted$description))
 }
 
 # --------------------------------------------------------------------------------------------
@@ -218,16 +245,24 @@ cc_devfun <- function(data, formula, family, link = NULL, nAGQ = 1L, weights = N
   cc_capture({
     f <- cc_glmer_call(data, formula, family, link, nAGQ, weights, offset, control,
                        devFunOnly = TRUE)()
-    rho <- environment(f)
-    id <- cc_devfun_id()
-    assign(id, f, envir = cc_devfuns)
-    nth <- length(rho$pp$theta)
-    stage2 <- nAGQ > 0
-    list(id = id, nAGQ = as.integer(nAGQ), lp0 = cc_vec(rho$lp0),
-         start = cc_vec(if (stage2) c(rho$pp$theta, rho$pp$delb) else rho$pp$theta),
-         xst = if (stage2) cc_vec(0.2 * c(rep(0.1, nth), pmin(sqrt(diag(rho$pp$unsc())), 10))),
-         lower = cc_vec(rho$lower), X_names = I(as.character(colnames(rho$pp$X))))
+    cc_devfun_register(f, cc_devfun_describe(f, nAGQ))
   })
+}
+
+cc_devfun_describe <- function(f, nAGQ) {
+  rho <- environment(f)
+  nth <- length(rho$pp$theta)
+  stage2 <- nAGQ > 0
+  list(nAGQ = as.integer(nAGQ), lp0 = cc_vec(rho$lp0),
+       start = cc_vec(if (stage2) c(rho$pp$theta, rho$pp$delb) else rho$pp$theta),
+       xst = if (stage2) cc_vec(0.2 * c(rep(0.1, nth), pmin(sqrt(diag(rho$pp$unsc())), 10))),
+       lower = cc_vec(rho$lower), X_names = I(as.character(colnames(rho$pp$X))))
+}
+
+cc_devfun_register <- function(f, description) {
+  id <- cc_devfun_id()
+  assign(id, f, envir = cc_devfuns)
+  c(list(id = id), description)
 }
 
 cc_devfun_get <- function(id) {

@@ -278,6 +278,30 @@ def test_devfun_nagq0(R, cbpp):
     R.devfun_drop(created["id"])
 
 
+@pytest.mark.parametrize("nAGQ", [0, 1, 9])
+def test_a_fit_keeps_the_deviance_function_devfunonly_builds(R, cbpp, nAGQ):
+    """`keep_devfun`: glmer's own run, its deviance function noted as glmer(devFunOnly = TRUE)
+    returns it (the harness then builds none a second time). The fit is the same to the last
+    bit; the description (lp0, stage-2 start, NM steps, bounds) too; and both functions give the
+    same values at glmer's optimum and the spec's points."""
+    plain = R.fit(cbpp, CBPP, "binomial", nAGQ=nAGQ)["value"]
+    keeping = R.fit(cbpp, CBPP, "binomial", nAGQ=nAGQ, keep_devfun=True)["value"]
+    kept = keeping.pop("devfun")
+    built = R.devfun(cbpp, CBPP, "binomial", nAGQ=nAGQ)["value"]
+    for name in ("fixef", "theta", "objective", "fitted", "vcov"):
+        assert np.array_equal(np.asarray(list(plain[name].values()) if isinstance(plain[name], dict) else plain[name]),
+                              np.asarray(list(keeping[name].values()) if isinstance(keeping[name], dict) else keeping[name])), name
+    assert kept["id"] != built["id"]
+    for name in ("nAGQ", "lp0", "start", "xst", "lower", "X_names"):
+        assert np.array_equal(np.asarray(kept[name], dtype=object), np.asarray(built[name], dtype=object)), name
+    optimum = [*plain["theta"].values(), *(plain["fixef"].values() if nAGQ else [])]
+    points = [optimum] + ([list(p) for p in POINTS] if nAGQ else [[0.3], [1.0]])
+    values = [[e["value"]["value"] for e in R.devfun_eval(f["id"], points)["value"]] for f in (kept, built)]
+    assert close(values[0], values[1], rel=1e-12) and close(values[0][0], plain["objective"], rel=1e-10)
+    for f in (kept, built):
+        assert R.devfun_drop(f["id"])["ok"]
+
+
 # -- glmmTMB, data sets, scripts --------------------------------------------------------------
 
 def test_glmmtmb_referee_agrees_with_laplace(R, cbpp, fit1):
