@@ -151,9 +151,10 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
 def _glmer_start(impl, r: FitResult, diagnoser: Diagnoser, nAGQ: int) -> dict:
     """Exact mode also starts from glmer's optimum (issue 13): on a rough objective lme4 mode may
     land in another basin than glmer, and exact mode is then never worse than glmer only if it
-    tries glmer's point too — with glmer's lp0 (R's deviance function, which stage 1 evaluates
-    anyway), so that where the penalized deviance has several conditional modes PIRLS finds the
-    one stage 1 finds at glmer's optimum. Passed as data; the reference itself knows no R."""
+    tries glmer's point too — with glmer's lp0 (R's deviance function's, which stage 1 evaluates
+    from), so that the start's value is the one stage 1 computes there, also where that value
+    depends on lp0 (several conditional modes; a perfect fit, whose value is rounding). Passed
+    as data; the reference itself knows no R."""
     if not (isinstance(impl, PythonSide) and impl.mode == "exact" and r.ok and r.pars is not None):
         return {}
     try:

@@ -195,9 +195,9 @@ def glmer(formula, data, family="binomial", link=None, nAGQ=1, weights=None, off
     same objective (`mode="exact"`). `starts` (exact mode): further named starts, each a parameter
     vector in lme4's layout (θ, then β for nAGQ > 0), e.g. another implementation's optimum, or
     `{"par": vector, "lp0": vector}` with the linear predictor (offset excluded, one per row)
-    PIRLS restarts from there (§3.3): where the penalized deviance has several conditional modes,
-    the exact objective at a point is the one PIRLS reaches, and another implementation's lp0 may
-    reach a lower one."""
+    PIRLS restarts from there (§3.3): the exact objective at a point is its value where PIRLS
+    from lp0 ends, and where there are several conditional modes, or the value is rounding (a
+    perfect fit, gen:thorough:345), another implementation's lp0 may end lower."""
     _check_mode(mode)
     if not isinstance(nAGQ, (int, np.integer)) or isinstance(nAGQ, bool) or nAGQ < 0:
         raise ModelError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")
@@ -276,8 +276,8 @@ def _exact(model: Model, ctrl: Control, nAGQ: int, given: dict[str, _Given | str
     mode's own optimum (its two stages, no R involved); `boundary` — every θ at 0 (feasible for
     every component, §1.2), β the GLM's; then the `given` ones (e.g. glmer's optimum, which the
     harness passes: where lme4 mode lands in another basin than glmer on a rough objective, no
-    start of the reference's own reaches glmer's; with glmer's lp0, PIRLS finds glmer's conditional
-    mode where there are several). The path is always polished; a later start is polished
+    start of the reference's own reaches glmer's; with glmer's lp0, the value there is exactly
+    the one the harness checks never-worse against). The path is always polished; a later start is polished
     (Newton or L-BFGS-B, as the path) only when its value is below the best optimum so far, as
     only then can it win without crossing into another basin: so the result is never worse
     than lme4's optimum (glmer's, to its numerical error) on the exact objective. A start that
