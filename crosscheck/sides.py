@@ -133,6 +133,8 @@ class PythonSide:
             starts: dict[str, np.ndarray] | None = None) -> FitResult:
         """The reference's fit; `starts` (exact mode): further starts, e.g. glmer's optimum."""
         C = saturated(case) if saturated_C is None else saturated_C
+        if self.timeout is not None:
+            _compiled_pirls_loaded()
         try:
             with time_limit(self.timeout):
                 fit = ri.glmer(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
@@ -167,6 +169,17 @@ class PythonSide:
         return ri.devfun(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
                          weights=case.weights, offset=case.offset, mode=self.mode, lp0=lp0,
                          control=case.control)
+
+
+@functools.cache
+def _compiled_pirls_loaded() -> None:
+    """numba compiles (or loads from its cache) the PIRLS loop on its first call in a process; a
+    time limit that lands inside that compilation is swallowed by llvmlite's ctypes callback
+    ("Exception ignored", a traceback on stderr) and the limit is lost. So a small fit in both
+    modes loads every signature once per process, before any time limit."""
+    from .datasets import readme_example
+    for mode in ("lme4", "exact"):
+        ri.glmer("y ~ x1 + (1 | subject)", readme_example(), "binomial", nAGQ=1, mode=mode)
 
 
 def _evaluate(f, p) -> Evaluation:
