@@ -7,8 +7,9 @@ never-worse check (`minus2loglik_excess`: exact at its optimum − exact at glme
 and how many exceed 1e-8; exact mode's refusals of fits glmer makes (a refusal, not a timeout or
 a harness error; a glmer "fit" whose −2logLik is NaN, as at nAGQ 9 where the quadrature nodes
 leave the family's domain, is not counted as one); cases refused by both sides at every nAGQ;
-timeouts. With --recheck, each comparison worse by more than 1e-8 is compared again with the
-code of this checkout (its stored case, that nAGQ, exact mode, the noise band where failing).
+timeouts; where the worker-seconds went. With --recheck, each comparison worse by more than 1e-8
+is compared again with the code of this checkout (its stored case, that nAGQ, exact mode, the
+noise band where failing).
 """
 from __future__ import annotations
 
@@ -53,6 +54,29 @@ def main(store: str, run: str, recheck: bool = False) -> None:
     none = sum(all_refused for _, all_refused in cases)
     print(f"generated cases refused by both sides at every nAGQ (both modes): {none} of {len(cases)} "
           f"({100 * none / max(len(cases), 1):.1f} %)")
+    print(_worker_seconds(q))
+
+
+def _worker_seconds(q) -> str:
+    """Where the sweep's worker-seconds went, from the stored per-comparison timings (glmer's fit
+    counted once per nAGQ; the diagnosis without its noise band)."""
+    parts = dict.fromkeys(("noise band", "timeouts", "exact fits", "glmer", "lme4 fits", "diagnosis"), 0.0)
+    parts["timeouts"] = q("SELECT coalesce(sum(seconds), 0) FROM cases WHERE run_id = ? AND status = 'timeout'")[0][0]
+    done = 0.0
+    for seconds, report in q("SELECT seconds, report_json FROM cases WHERE run_id = ? AND status = 'done'"):
+        done += seconds
+        glmer_counted = set()
+        for r in json.loads(report)["results"]:
+            t = r.get("timings") or {}
+            if r["nAGQ"] not in glmer_counted:
+                parts["glmer"] += t.get("r_fit", 0.0)
+                glmer_counted.add(r["nAGQ"])
+            parts[f"{r['mode']} fits"] += t.get("python_fit", 0.0)
+            parts["noise band"] += t.get("noise", 0.0)
+            parts["diagnosis"] += t.get("diagnosis", 0.0) - t.get("noise", 0.0)
+    other = done + parts["timeouts"] - sum(parts.values())
+    return (f"worker-seconds {done + parts['timeouts']:.0f}: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in parts.items()) + f", other {other:.0f}")
 
 
 def _recheck(db, run: str, name: str, nAGQ: int) -> tuple[str, float]:
