@@ -341,8 +341,11 @@ def _start_given(model: Model, ctrl: Control, nAGQ: int, best: _Candidate | None
     or exact mode's own lp0 when the path failed)."""
     if isinstance(given, str):
         raise OptimizerError(given)
-    lp0 = given.lp0 if given.lp0 is not None or best is not None else initial_lp0(model, "exact", ctrl.tolPwrss)[0]
-    f = best.f if lp0 is None else DevianceFunction(model, nAGQ, lp0, "exact", ctrl.tolPwrss)
+    if given.lp0 is None and best is not None:
+        f = best.f
+    else:
+        lp0 = given.lp0 if given.lp0 is not None else initial_lp0(model, "exact", ctrl.tolPwrss)[0]
+        f = DevianceFunction(model, nAGQ, lp0, "exact", ctrl.tolPwrss)
     return _Candidate(f, given.par, f(given.par), None)
 
 
