@@ -8,7 +8,10 @@ finish, so the caller can store each result at once.
 A worker gets cases once R runs in it (`_prepare`: neither R's start nor the import of `fn`
 counts against a case's time limit), one per thread: the scheduler would queue a case behind a
 running one, and a worker that dies takes every case assigned to it. An item is taken from
-`items` the moment it is handed to a worker.
+`items` the moment it is handed to a worker. The loop wakes when a case finishes and hands the
+worker its next case before the caller stores the finished one, so workers do not wait on the
+store (with a fixed poll and the store first, they idled ~0.2 s per case: 15 % of a sweep's
+harness overhead on small cases).
 
 Faults cost one case, never the sweep: a worker that dies mid-case (SIGKILL, a crash inside R) is
 not retried with the same case (`allowed-failures` = 0) and the case comes back with an error; a
@@ -142,8 +145,9 @@ class DaskRunner:
                 last_ready = time.monotonic()
             elif time.monotonic() - last_ready > RESTART_TIMEOUT:
                 raise RuntimeError(f"no Dask worker able to take cases for {RESTART_TIMEOUT:g} s")
+            finished = [(f, cases.pop(f)[0]) for f in [f for f in cases if f.done()]]
             busy = Counter(address for _, address in cases.values())
-            for address in ready:
+            for address in ready:             # refilled before the caller stores what finished
                 while not exhausted and busy[address] < threads[address]:
                     item = next(pending, _END)
                     exhausted = item is _END
@@ -151,9 +155,22 @@ class DaskRunner:
                         future = self._submit(address, _with_deadline, fn, item, self.timeout)
                         cases[future] = item, address
                         busy[address] += 1
-            for future in [f for f in cases if f.done()]:
-                yield cases.pop(future)[0], *self._outcome(future)
+            for future, item in finished:
+                yield item, *self._outcome(future)
+            self._wait([*cases, *starting])
+
+    @staticmethod
+    def _wait(futures: list) -> None:
+        """Until the first of `futures` is done, at most POLL seconds (the workers alive may change)."""
+        from distributed import wait
+
+        if not futures:
             time.sleep(POLL)
+            return
+        try:
+            wait(futures, timeout=POLL, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            pass
 
     def _submit(self, address: str, fn: Callable, *args):
         """`fn(*args)` on the worker at `address` (elsewhere should it die before it starts)."""
