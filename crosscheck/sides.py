@@ -20,6 +20,7 @@ import reference_impl as ri
 from reference_impl import compiled
 from reference_impl.design import build_design
 from reference_impl.families import make_family
+from reference_impl.model import Model
 
 from .case import Case
 from .implementations import Capabilities
@@ -125,6 +126,7 @@ class PythonSide:
     def __init__(self, mode: str = "lme4", timeout: float | None = None):
         self.mode = self.name = self.tolerances = mode
         self.timeout = timeout
+        self._built: tuple[Case, Model] | None = None    # the last case's model, for its diagnosis
 
     def versions(self) -> dict[str, str]:
         return {**python_versions(), "reference_mode": self.mode}
@@ -145,6 +147,7 @@ class PythonSide:
                              nAGQ=nAGQ, extra={"failure": TIMEOUT})
         except Exception as e:                       # noqa: BLE001 — a crash is reported, not raised
             return _refusal("python", e, nAGQ)
+        self._built = case, fit.model
         result = FitResult.from_reference(fit, fit.model.design)     # the design the fit was built on
         result.versions = self.versions()
         return _on_absolute_scale(result, case, C, REFERENCE_LME4_VERSION)
@@ -166,9 +169,14 @@ class PythonSide:
         return PirlsTrace([p for p, _ in steps], [h for _, h in steps], ev)
 
     def _devfun(self, case: Case, nAGQ: int, lp0: np.ndarray | None):
-        return ri.devfun(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
-                         weights=case.weights, offset=case.offset, mode=self.mode, lp0=lp0,
-                         control=case.control)
+        """The deviance function, on the model built for `case` already if it was the last one
+        fitted or evaluated (the diagnosis evaluates several times per comparison)."""
+        model = self._built[1] if self._built is not None and self._built[0] is case else None
+        f = ri.devfun(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
+                      weights=case.weights, offset=case.offset, mode=self.mode, lp0=lp0,
+                      control=case.control, model=model)
+        self._built = case, f.model
+        return f
 
 
 @functools.cache

@@ -173,12 +173,13 @@ def versions() -> dict[str, str]:
 
 # --------------------------------------------------------------------------------------------------
 def devfun(formula, data, family="binomial", link=None, nAGQ=1, weights=None, offset=None,
-           mode="lme4", control=None, lp0=None) -> DevianceFunction:
+           mode="lme4", control=None, lp0=None, model: Model | None = None) -> DevianceFunction:
     """The objective of `glmer(..., devFunOnly=TRUE)` (§9): for nAGQ=0 before stage 1, for
     nAGQ≥1 after it (its `lp0` holds the stage-1 optimum). `lp0=` replaces that restart point,
-    to evaluate at another implementation's state. The result carries `start` and `xst` (§9)."""
+    to evaluate at another implementation's state. The result carries `start` and `xst` (§9).
+    `model`: the one these arguments build, built already (a fit's `model`), not built again."""
     _check_mode(mode)
-    model = make_model(formula, data, family, link, weights, offset)
+    model = model or make_model(formula, data, family, link, weights, offset)
     ctrl = Control.from_dict(control)
     if nAGQ > 0 and lp0 is None:
         f0, _ = _stage1(model, ctrl, mode, nAGQ)
