@@ -117,6 +117,7 @@ class SubprocessPool:
         log = open(self.log, "a") if self.log else None
         pool: list[_Worker] = []
         selector = selectors.DefaultSelector()
+        done: list[dict[str, Any]] = []
         try:
             while True:
                 for w in [w for w in pool if w.job is None]:
@@ -129,6 +130,8 @@ class SubprocessPool:
                     selector.register(w.proc.stdout, selectors.EVENT_READ, w)
                     pool.append(w)
                     w.send(job)
+                yield from done         # once the idle workers have their next case: not idle while stored
+                done = []
                 busy = [w for w in pool if w.job is not None]
                 if not busy:
                     return
@@ -137,17 +140,17 @@ class SubprocessPool:
                     line = w.proc.stdout.readline()
                     job, w.job = w.job, None
                     if line.endswith("\n"):                 # a whole result (not cut by a kill)
-                        yield json.loads(line)
+                        done.append(json.loads(line))
                         continue
                     code = w.proc.wait()
                     if job is not None:                     # an idle worker had nothing in hand
-                        yield _failed(job, "crash", f"worker process died (exit code {code})", w.started)
+                        done.append(_failed(job, "crash", f"worker process died (exit code {code})", w.started))
                     self._replace(pool, selector, w)
                 for w in [w for w in busy if w.job is not None
                           and time.monotonic() - w.started > self.timeout]:
                     job, w.job = w.job, None
-                    yield _failed(job, "timeout", f"case ran past {self.timeout:g} s; worker killed",
-                                  w.started)
+                    done.append(_failed(job, "timeout", f"case ran past {self.timeout:g} s; worker killed",
+                                        w.started))
                     self._replace(pool, selector, w)
         finally:
             for w in pool:
