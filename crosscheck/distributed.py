@@ -10,8 +10,8 @@ counts against a case's time limit), one per thread: the scheduler would queue a
 running one, and a worker that dies takes every case assigned to it. An item is taken from
 `items` the moment it is handed to a worker. The loop wakes when a case finishes and hands the
 worker its next case before the caller stores the finished one, so workers do not wait on the
-store (with a fixed poll and the store first, they idled ~0.2 s per case: 15 % of a sweep's
-harness overhead on small cases).
+store (with a fixed poll and the store first they idled ~0.2 s per case: 28 % harness overhead
+against 12 % now, one worker, `benchmarks/sweep.py`'s cases).
 
 Faults cost one case, never the sweep: a worker that dies mid-case (SIGKILL, a crash inside R) is
 not retried with the same case (`allowed-failures` = 0) and the case comes back with an error; a

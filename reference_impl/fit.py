@@ -179,7 +179,7 @@ def devfun(formula, data, family="binomial", link=None, nAGQ=1, weights=None, of
     to evaluate at another implementation's state. The result carries `start` and `xst` (§9).
     `model`: the one these arguments build, built already (a fit's `model`), not built again."""
     _check_mode(mode)
-    model = model or make_model(formula, data, family, link, weights, offset)
+    model = model if model is not None else make_model(formula, data, family, link, weights, offset)
     ctrl = Control.from_dict(control)
     if nAGQ > 0 and lp0 is None:
         f0, _ = _stage1(model, ctrl, mode, nAGQ)

@@ -272,10 +272,11 @@ def newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r):
     the information is not finite: the caller takes Fisher's step. Runs under `pirls`'s errstate.
 
     Where the information is negative (y far above μ for Gamma or inverse.gaussian with the
-    identity link) the floor stands in for it; with Fisher's W there, as before, the Hessian
-    overstated the curvature by far more and PIRLS crept for hundreds of iterations, ran into EXACT_MAXIT at many θ, and the optimizer,
-    reading those as +inf, stopped short of the optimum (gen:thorough:284, inverse.gaussian
-    (identity), nAGQ 0: −2logLik 15295.379 then, 15288.213 now, in a quarter of the time)."""
+    identity link) the floor stands in for it. Fisher's W there, as before, overstated the
+    curvature by far more: PIRLS crept for hundreds of iterations, ran into EXACT_MAXIT at many
+    θ, and the optimizer, reading those as +inf, stopped short of the optimum (gen:thorough:284,
+    inverse.gaussian(identity), nAGQ 0: −2logLik 15295.379 then, 15288.213 now, in a quarter of
+    the time)."""
     W = sqrtW * sqrtW
     Wobs = W - resp.pw * (resp.y - mu) * (fam.link.mu_eta2(eta) / V - mueta * mueta * fam.dvariance(mu) / (V * V))
     Wstep = np.fmax(Wobs, compiled.NEWTON_FLOOR * W)
