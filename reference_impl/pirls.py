@@ -276,7 +276,10 @@ def newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r):
     curvature by far more: PIRLS crept for hundreds of iterations, ran into EXACT_MAXIT at many
     θ, and the optimizer, reading those as +inf, stopped short of the optimum (gen:thorough:284,
     inverse.gaussian(identity), nAGQ 0: −2logLik 15295.379 then, 15288.213 now, in a quarter of
-    the time)."""
+    the time). Where the penalized deviance is not convex in u (non-canonical links) the steps
+    also decide which of its local minima PIRLS reaches: over the first 600 thorough cases the
+    floor moved exact mode's −2logLik in 41 of 1219 fits, 20 lower and 21 higher (−475 to +33;
+    gen:thorough:510 at the old optimum: pdev 606.76 with Fisher's W, 610.81 with the floor)."""
     W = sqrtW * sqrtW
     Wobs = W - resp.pw * (resp.y - mu) * (fam.link.mu_eta2(eta) / V - mueta * mueta * fam.dvariance(mu) / (V * V))
     Wstep = np.fmax(Wobs, compiled.NEWTON_FLOOR * W)
