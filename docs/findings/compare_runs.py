@@ -3,7 +3,7 @@
     .venv/bin/python docs/findings/compare_runs.py OLD_STORE OLD_RUN NEW_STORE NEW_RUN
 
 Over the case keys both runs hold: seconds, timeouts, where the worker-seconds went
-(`must_show._worker_seconds`, restricted to those keys), and the reference's exact-mode −2logLik
+(`must_show.worker_seconds` over those keys), and the reference's exact-mode −2logLik
 per (case, nAGQ): how many fits moved by more than 1e-6, and the largest moves either way (fits
 whose −2logLik is not finite in either run left out).
 """
@@ -14,7 +14,7 @@ import math
 import sqlite3
 import sys
 
-from must_show import _worker_seconds
+from must_show import worker_seconds
 
 MOVED = 1e-6
 
@@ -32,22 +32,13 @@ def _run(store: str, run: str):
     return db, status, m2ll
 
 
-def _seconds(db, run: str, keys: set[str]) -> str:
-    shared = ",".join("'" + k.replace("'", "''") + "'" for k in keys)
-
-    def q(sql, *args):
-        return db.execute(sql.replace("WHERE run_id = ?", f"WHERE run_id = ? AND case_key IN ({shared})"),
-                          (run, *args)).fetchall()
-    return _worker_seconds(q)
-
-
 def main(old_store: str, old_run: str, new_store: str, new_run: str) -> None:
     (old_db, old, old_m2ll), (new_db, new, new_m2ll) = _run(old_store, old_run), _run(new_store, new_run)
     keys = set(old) & set(new)
     for name, db, run, status in (("old", old_db, old_run, old), ("new", new_db, new_run, new)):
         timeouts = sorted(k for k in keys if status[k][0] == "timeout")
         print(f"{name} {run}: {len(keys)} cases, {sum(status[k][1] for k in keys):.0f} s in cases, "
-              f"{len(timeouts)} timeouts {timeouts}\n  {_seconds(db, run, keys)}")
+              f"{len(timeouts)} timeouts {timeouts}\n  {worker_seconds(db, run, keys)}")
     shared = [k for k in set(old_m2ll) & set(new_m2ll) if k[0] in keys]
     moves = sorted((d, k) for d, k in ((new_m2ll[k] - old_m2ll[k], k) for k in shared) if math.isfinite(d))
     lower = [(d, k) for d, k in moves if d < -MOVED]

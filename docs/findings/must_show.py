@@ -54,12 +54,18 @@ def main(store: str, run: str, recheck: bool = False) -> None:
     none = sum(all_refused for _, all_refused in cases)
     print(f"generated cases refused by both sides at every nAGQ (both modes): {none} of {len(cases)} "
           f"({100 * none / max(len(cases), 1):.1f} %)")
-    print(_worker_seconds(q))
+    print(worker_seconds(db, run))
 
 
-def _worker_seconds(q) -> str:
+def worker_seconds(db, run: str, keys: set[str] | None = None) -> str:
     """Where the sweep's worker-seconds went, from the stored per-comparison timings (glmer's fit
-    counted once per nAGQ; the diagnosis without its noise band)."""
+    counted once per nAGQ; the diagnosis without its noise band); over the cases `keys` only when
+    given (their case_key)."""
+    among, args = ("", (run,)) if keys is None else (" AND case_key IN (SELECT value FROM json_each(?))",
+                                                     (run, json.dumps(sorted(keys))))
+
+    def q(sql):
+        return db.execute(sql + among, args).fetchall()
     parts = dict.fromkeys(("noise band", "timeouts", "exact fits", "glmer", "lme4 fits", "diagnosis"), 0.0)
     parts["timeouts"] = q("SELECT coalesce(sum(seconds), 0) FROM cases WHERE run_id = ? AND status = 'timeout'")[0][0]
     done = 0.0
