@@ -279,7 +279,7 @@ def newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r):
     the time). Where the penalized deviance is not convex in u (non-canonical links) the steps
     also decide which of its local minima PIRLS reaches: over the first 600 thorough cases the
     floor moved exact mode's −2logLik in 41 of 1219 fits, 20 lower and 21 higher (−475 to +33;
-    gen:thorough:510 at the old optimum: pdev 606.76 with Fisher's W, 610.81 with the floor)."""
+    `docs/findings/compare_runs.py`, README)."""
     W = sqrtW * sqrtW
     Wobs = W - resp.pw * (resp.y - mu) * (fam.link.mu_eta2(eta) / V - mueta * mueta * fam.dvariance(mu) / (V * V))
     Wstep = np.fmax(Wobs, compiled.NEWTON_FLOOR * W)
