@@ -39,7 +39,7 @@ def main(old_store: str, old_run: str, new_store: str, new_run: str) -> None:
         timeouts = sorted(k for k in keys if status[k][0] == "timeout")
         print(f"{name} {run}: {len(keys)} cases, {sum(status[k][1] for k in keys):.0f} s in cases, "
               f"{len(timeouts)} timeouts {timeouts}\n  {worker_seconds(db, run, keys)}")
-    shared = [k for k in set(old_m2ll) & set(new_m2ll) if k[0] in keys]
+    shared = set(old_m2ll) & set(new_m2ll)          # (case, nAGQ) fitted in both: the case in both
     moves = sorted((d, k) for d, k in ((new_m2ll[k] - old_m2ll[k], k) for k in shared) if math.isfinite(d))
     lower = [(d, k) for d, k in moves if d < -MOVED]
     higher = [(d, k) for d, k in moves if d > MOVED][::-1]
