@@ -3,10 +3,11 @@
 Case `index` of a sweep seeded `seed` is the second example of a hypothesis run of
 `cases(**strategy)` under `@seed(f"{seed}:{index}")`, with no example database and the generate
 phase only (hypothesis always tries the simplest example first; the second is the first random
-one). That makes it a pure function of (seed, index, strategy arguments, hypothesis version) that
-uses only hypothesis's public API: workers draw their cases in parallel, a resumed run draws the
-same ones, and the strategies stay the one definition of a case (`strategy.example()` is neither
-reproducible nor meant for library code).
+one). That makes it a pure function of (seed, index, strategy arguments, hypothesis version):
+workers draw their cases in parallel, a resumed run draws the same ones, and the strategies stay
+the one definition of a case (`strategy.example()` is neither reproducible nor meant for library
+code). One piece of hypothesis's internals is set aside for it (`_no_local_constants`): its habit
+of drawing literals found in the project's own source.
 
 Shrinking re-runs the same seeded search with the shrink phase on and a predicate that raises
 when a case still fails the same way: hypothesis meets the failing draw again as its second
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import contextmanager
 from typing import Callable
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
@@ -36,6 +38,30 @@ class _StillFails(Exception):
     """Raised inside the shrink search: this candidate reproduces the failure."""
 
 
+@contextmanager
+def _no_local_constants():
+    """hypothesis (since 6.131) draws, now and then, a literal constant found in the source of the
+    loaded modules outside site-packages ("local constants", `providers._get_local_constants`).
+    A case would then depend on every number written anywhere in crosscheck, reference_impl or
+    the tests, and on which of those modules the drawing process has imported (pytest, a Dask
+    worker and the CLI import different ones): a new constant in an unrelated file redrew
+    gen:gate:5. Within this block hypothesis sees none, and its cache of permitted constants,
+    which holds the local ones, is emptied on the way in and out. A hypothesis without the hook
+    has no local constants to set aside."""
+    from hypothesis.internal.conjecture import providers
+    local = getattr(providers, "_get_local_constants", None)
+    if local is None:
+        yield
+        return
+    providers.CONSTANTS_CACHE.cache.clear()
+    providers._get_local_constants = providers.Constants          # an empty set of each type
+    try:
+        yield
+    finally:
+        providers._get_local_constants = local
+        providers.CONSTANTS_CACHE.cache.clear()
+
+
 def _search(run_seed: str, index: int, strategy: dict, phases, body) -> None:
     # hypothesis makes its first random example differ from the simplest one at the first
     # choice, so that choice would never take its first value: an unused leading draw takes it
@@ -48,7 +74,7 @@ def _search(run_seed: str, index: int, strategy: dict, phases, body) -> None:
     # hypothesis blames a strategy for any change of the global `random` during a draw; in a Dask
     # worker the event-loop thread draws from it meanwhile (dask's `sizeof` samples). `cases()`
     # does not use it: its values come from hypothesis's draws alone.
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _no_local_constants():
         warnings.filterwarnings("ignore", "Do not use the `random` module inside strategies",
                                 HypothesisDeprecationWarning)
         search()
