@@ -5,13 +5,16 @@ each fitted by glmer and by the reference in both modes in this one process.
 
 Each fit is timed as `crosscheck compare` times it (`RSide.fit` and `PythonSide(mode).fit`, the
 saturated constant computed once beforehand), in CPU seconds of this process (R is embedded in
-it; BLAS single-threaded), the least of `--repeat` runs. Per (mode, nAGQ), over the comparisons
+it; BLAS single-threaded), the least of `--repeat` runs. Each reference fit is of a fresh copy of
+the case, so that it builds its model and runs every stage itself, as glmer does (in a comparison
+the fits of one case share them: `sides._model`). Per (mode, nAGQ), over the comparisons
 where both sides fit: the median and p90 of the per-fit ratio reference / glmer, against the
 targets median ≤ 1.0 and p90 ≤ 2.0.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
@@ -47,7 +50,7 @@ def measure(cases, nagq, repeat: int) -> list[dict]:
         for k in (k for k in nagq if k in case.nagq):
             t_r, r = cpu_time(lambda: r_side.fit(case, k, C), repeat)
             for mode in MODES:
-                t_py, py = cpu_time(lambda: sides[mode].fit(case, k, C), repeat)
+                t_py, py = cpu_time(lambda: sides[mode].fit(copy.copy(case), k, C), repeat)
                 rows.append({"case": name, "N": len(case.data), "formula": case.formula,
                              "family": f"{case.family}/{case.link}", "nAGQ": k, "mode": mode,
                              "glmer": t_r if r.ok else None, "reference": t_py if py.ok else None})

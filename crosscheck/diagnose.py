@@ -127,6 +127,7 @@ class Diagnoser:
         self._r_refits: dict[int, list[FitResult]] = {}
         self._notes: list[str] = []                   # what stage 1 found and did not gate
         self._orders = row_orders(case, ROW_ORDERS + MORE_ORDERS) if noise != "none" else []
+        self._row_cases: dict[int, Case] = {}          # row order → the case in it, made once
         self._cpu_path = cpu_path.CpuPath()
 
     def close(self) -> None:
@@ -267,7 +268,7 @@ class Diagnoser:
         impl = self.side(mode, self.python_timeout)
         for j in orders:
             order = self._orders[j]
-            case_j = self.case.with_rows(order)
+            case_j = self._in_order(j)
             if j == len(refits):
                 refits.append(self.r_side.fit(case_j, nAGQ, r.saturated, keep_devfun=True))
                 self.adopt(nAGQ, refits[j], j)
@@ -292,6 +293,13 @@ class Diagnoser:
             band.add("r", _evaluation_diffs(self.r_side.evaluate(devfun, points), at_r, tol))
             at_j = evaluations(impl, case_j, nAGQ, points, np.asarray(devfun["lp0"], float))
             band.add("python", _evaluation_diffs(at_j, at_py, tol) if at_j else [])
+
+    def _in_order(self, j: int) -> Case:
+        """The case in row order `j`, one object for every nAGQ and mode: the reference builds
+        one model per case object and keeps the stages run on it (`sides._model`)."""
+        if j not in self._row_cases:
+            self._row_cases[j] = self.case.with_rows(self._orders[j])
+        return self._row_cases[j]
 
     def adopt(self, nAGQ: int, r: FitResult, order: int | None = None) -> None:
         """Take the deviance function glmer's fit `r` optimized (`RSide.fit(keep_devfun=True)`) as

@@ -20,7 +20,7 @@ import reference_impl as ri
 from reference_impl import compiled
 from reference_impl.design import build_design
 from reference_impl.families import make_family
-from reference_impl.model import Model
+from reference_impl.model import Model, make_model
 
 from .case import Case
 from .implementations import Capabilities
@@ -126,7 +126,6 @@ class PythonSide:
     def __init__(self, mode: str = "lme4", timeout: float | None = None):
         self.mode = self.name = self.tolerances = mode
         self.timeout = timeout
-        self._built: tuple[Case, Model] | None = None    # the last case's model, for its diagnosis
 
     def versions(self) -> dict[str, str]:
         return {**python_versions(), "reference_mode": self.mode}
@@ -141,13 +140,13 @@ class PythonSide:
             with time_limit(self.timeout):
                 fit = ri.glmer(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
                                weights=case.weights, offset=case.offset, mode=self.mode,
-                               control=case.control, starts=starts if self.mode == "exact" else None)
+                               control=case.control, starts=starts if self.mode == "exact" else None,
+                               model=_model(case))
         except Timeout:
             return FitResult(side="python", error=f"timeout: the reference's fit ran past {self.timeout:g} s",
                              nAGQ=nAGQ, extra={"failure": TIMEOUT})
         except Exception as e:                       # noqa: BLE001 — a crash is reported, not raised
             return _refusal("python", e, nAGQ)
-        self._built = case, fit.model
         result = FitResult.from_reference(fit, fit.model.design)     # the design the fit was built on
         result.versions = self.versions()
         return _on_absolute_scale(result, case, C, REFERENCE_LME4_VERSION)
@@ -169,14 +168,33 @@ class PythonSide:
         return PirlsTrace([p for p, _ in steps], [h for _, h in steps], ev)
 
     def _devfun(self, case: Case, nAGQ: int, lp0: np.ndarray | None):
-        """The deviance function, on the model built for `case` already if it was the last one
-        fitted or evaluated (the diagnosis evaluates several times per comparison)."""
-        model = self._built[1] if self._built is not None and self._built[0] is case else None
-        f = ri.devfun(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
-                      weights=case.weights, offset=case.offset, mode=self.mode, lp0=lp0,
-                      control=case.control, model=model)
-        self._built = case, f.model
-        return f
+        """The deviance function, on `case`'s model (`_model`)."""
+        return ri.devfun(case.formula, case.data, family=case.family, link=case.link, nAGQ=nAGQ,
+                         weights=case.weights, offset=case.offset, mode=self.mode, lp0=lp0,
+                         control=case.control, model=_model(case))
+
+
+# the reference's models of the cases seen last (`_model`), least recently used first: at most
+# MODELS (a case, its row orders and the band's other variants) whose rows sum to at most
+# MODEL_ROWS (the newest is always kept)
+_models: dict[int, tuple[Case, Model]] = {}
+MODELS = 16
+MODEL_ROWS = 1_000_000
+
+
+def _model(case: Case) -> Model:
+    """`case`'s model, built once while it is among the last cases seen: a comparison fits each
+    nAGQ in both modes, evaluates for its diagnosis, and refits its row orders (the band) the
+    same way, and a model keeps the optimizer stages run on it (`Model.stages`: stage 1 is the
+    same at every nAGQ, lme4 mode's path is exact mode's `lme4` start). Cases are told apart by
+    identity, as the Diagnoser keeps its row orders' cases."""
+    hit = _models.pop(id(case), None)
+    model = hit[1] if hit is not None and hit[0] is case else make_model(
+        case.formula, case.data, case.family, case.link, case.weights, case.offset)
+    _models[id(case)] = case, model
+    while len(_models) > MODELS or (len(_models) > 1 and sum(m.N for _, m in _models.values()) > MODEL_ROWS):
+        del _models[next(iter(_models))]
+    return model
 
 
 @functools.cache

@@ -8,6 +8,7 @@ starts, the best kept (`_exact`).
 """
 from __future__ import annotations
 
+import copy
 import platform
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -191,19 +192,21 @@ def devfun(formula, data, family="binomial", link=None, nAGQ=1, weights=None, of
 
 
 def glmer(formula, data, family="binomial", link=None, nAGQ=1, weights=None, offset=None,
-          mode="lme4", control=None, starts=None) -> GlmerFit:
+          mode="lme4", control=None, starts=None, model: Model | None = None) -> GlmerFit:
     """Fit a GLMM as lme4 1.1-31's `glmer` does (`mode="lme4"`), or to the exact optimum of the
     same objective (`mode="exact"`). `starts` (exact mode): further named starts, each a parameter
     vector in lme4's layout (θ, then β for nAGQ > 0), e.g. another implementation's optimum, or
     `{"par": vector, "lp0": vector}` with the linear predictor (offset excluded, one per row)
     PIRLS restarts from there (§3.3): the exact objective at a point is its value where PIRLS
     from lp0 ends, and where there are several conditional modes, or the value is rounding (a
-    perfect fit, gen:thorough:345), another implementation's lp0 may end lower."""
+    perfect fit, gen:thorough:345), another implementation's lp0 may end lower. `model`: the one
+    these arguments build, built already (a fit's `model`), not built again; the optimizer stages
+    it has run already are not run again (`_memo`)."""
     _check_mode(mode)
     if not isinstance(nAGQ, (int, np.integer)) or isinstance(nAGQ, bool) or nAGQ < 0:
         raise ModelError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}")
     ctrl = Control.from_dict(control)
-    model = make_model(formula, data, family, link, weights, offset)
+    model = model if model is not None else make_model(formula, data, family, link, weights, offset)
     if nAGQ > 1:
         check_agq(model, nAGQ, mode)                           # lme4 refuses before any work
     starts = _given_starts(model, nAGQ, mode, starts)
@@ -221,8 +224,8 @@ def _path(model: Model, ctrl: Control, mode: str, nAGQ: int) -> tuple[DevianceFu
     if nAGQ == 0:
         par = np.asarray(opt.stages[0].par)
         return f0, (_polish(f0, par, opt) if mode == "exact" else par), opt
-    f = _stage2_devfun(model, f0, nAGQ, mode, ctrl)
-    return f, _stage2(f, f0, ctrl, mode, opt), opt
+    f, par = _stage2(_stage2_devfun(model, f0, nAGQ, mode, ctrl), ctrl, mode, opt)
+    return f, par, opt
 
 
 @dataclass
@@ -415,20 +418,39 @@ def _check_mode(mode):
 
 def _stage1(model: Model, ctrl: Control, mode: str, nAGQ: int) -> tuple[DevianceFunction, OptSummary]:
     """§5.2 steps 2–3: initial joint PIRLS, then BOBYQA on theta; the state is left at the optimum."""
-    lp0, _ = initial_lp0(model, mode, ctrl.tolPwrss)
-    f0 = DevianceFunction(model, 0, lp0, mode, ctrl.tolPwrss)
-    start = model.theta0
     settings = {k: ctrl.optCtrl[k] for k in ("rhobeg", "rhoend") if k in ctrl.optCtrl}
-    res = bobyqa(_guarded(f0), start, model.lower, np.full(model.nth, np.inf), maxfun=ctrl.maxfun, **settings)
+
+    def run():
+        lp0, _ = initial_lp0(model, mode, ctrl.tolPwrss)
+        f0 = DevianceFunction(model, 0, lp0, mode, ctrl.tolPwrss)
+        res = bobyqa(_guarded(f0), model.theta0, model.lower, np.full(model.nth, np.inf), maxfun=ctrl.maxfun,
+                     **settings)
+        f0(np.asarray(res.par, float))                # optwrap: fn(opt$par)
+        return f0, res
+    f0, res = _memo(model, ("bobyqa", mode), ctrl, run)
     opt = OptSummary()
     if res.code != 0:
         opt.warnings.append(f"convergence code {res.code} from bobyqa: {res.message}")
-    par, fval = np.asarray(res.par, float), float(res.fval)
-    f0(par)                                           # optwrap: fn(opt$par)
+    par, fval = np.array(res.par, float), float(res.fval)          # the memo's stays as it is
     if nAGQ == 0 and ctrl.boundary_tol > 0:
         par, fval = check_boundary(f0, par, fval, model.nth, ctrl.boundary_tol)
-    opt.stages.append(StageSummary("bobyqa", list(start), list(par), fval, res.feval, res.code, res.message, settings))
+    opt.stages.append(StageSummary("bobyqa", list(model.theta0), list(par), fval, res.feval, res.code, res.message,
+                                   settings))
     return f0, opt
+
+
+def _memo(model: Model, stage: tuple, ctrl: Control, run):
+    """`run()`'s (deviance function, optimizer result), computed once per model, stage and the
+    settings that decide it (`Model.stages`), each caller given its own copy of the deviance
+    function in the state `run` left: a stage's result and that state are the same for every
+    nAGQ and every fit that reaches it (stage 1 is nAGQ = 0's at every nAGQ; lme4 mode's whole
+    path is also exact mode's `lme4` start), and evaluations rebind the state, never change it
+    in place, so a shallow copy is independent."""
+    key = (*stage, ctrl.tolPwrss, ctrl.maxfun, repr(sorted(ctrl.optCtrl.items())))
+    if key not in model.stages:
+        model.stages[key] = run()
+    f, res = model.stages[key]
+    return copy.copy(f), res
 
 
 def _stage2_devfun(model: Model, f0: DevianceFunction, nAGQ: int, mode: str, ctrl: Control) -> DevianceFunction:
@@ -442,16 +464,20 @@ def _stage2_devfun(model: Model, f0: DevianceFunction, nAGQ: int, mode: str, ctr
     return f
 
 
-def _stage2(f: DevianceFunction, f0: DevianceFunction, ctrl: Control, mode: str, opt: OptSummary) -> np.ndarray:
-    """§5.2 step 5 / §5.3: Nelder–Mead, deriv12, fn(opt$par), check.boundary."""
+def _stage2(f: DevianceFunction, ctrl: Control, mode: str, opt: OptSummary) -> tuple[DevianceFunction, np.ndarray]:
+    """§5.2 step 5 / §5.3: Nelder–Mead, deriv12, fn(opt$par), check.boundary; the deviance
+    function (Nelder–Mead's, or a copy of it: `_memo`) and the optimum."""
     upper = np.full(f.npar, np.inf)
-    res = nelder_mead(_guarded(f), f.start, f.lower, upper, xst=f.xst, xt=f.xt, maxfun=ctrl.maxfun)
+
+    def run():
+        return f, nelder_mead(_guarded(f), f.start, f.lower, upper, xst=f.xst, xt=f.xt, maxfun=ctrl.maxfun)
+    f, res = _memo(f.model, ("Nelder_Mead", mode, f.nAGQ), ctrl, run)
     if res.code == 4:                 # Nelder_Mead warns, then optwrap warns with the code
         opt.warnings += [res.message, f"convergence code 4 from Nelder_Mead: {res.message}"]
     opt.stages.append(StageSummary("Nelder_Mead", list(f.start), list(res.par), float(res.fval), res.feval,
                                    res.code if res.code == 4 else 0, res.message,
                                    {"xst": list(f.xst), "xt": list(f.xt)}))
-    return _finish(f, np.asarray(res.par, float), ctrl, mode, opt)
+    return f, _finish(f, np.array(res.par, float), ctrl, mode, opt)
 
 
 def _finish(f: DevianceFunction, par: np.ndarray, ctrl: Control, mode: str, opt: OptSummary) -> np.ndarray:

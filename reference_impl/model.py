@@ -1,6 +1,7 @@
 """A GLMM problem: design, family and initialized response in one value (spec §1–§2).
 
-Everything a deviance function needs and nothing that changes during a fit.
+Everything a deviance function needs and nothing that changes during a fit; and, once run, the
+optimizer stages on it (`stages`), which are the same for every fit that reaches them.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ class Model:
     response: Response
     messages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # the optimizer stages run on this model, by stage and settings (fit._memo): computed once
+    stages: dict = field(default_factory=dict, repr=False, compare=False)
 
     # --- sizes and data ------------------------------------------------------------------------
     @property
