@@ -32,6 +32,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from . import sources
+
 WORKER_DIED = "worker died while running this case (a crash, a kill, or its time limit of {} s)"
 RESTART_TIMEOUT = 120.0    # seconds a worker process may take to start (the nannies' death_timeout)
 POLL = 0.1                 # seconds between looks at the cases in flight and the workers
@@ -211,4 +213,5 @@ class DaskExecutor:
             for job, result, error in runner.imap_unordered(run_job, handing(jobs)):
                 yield result if error is None else {
                     "key": job.key, "status": "crash", "error": error,
+                    "case": sources.document_of(job.source, job.nagq),
                     "seconds": time.monotonic() - handed[job.key]}

@@ -168,7 +168,7 @@ class SubprocessPool:
 
 
 def _failed(job: Job, status: str, error: str, started: float) -> dict[str, Any]:
-    return {"key": job.key, "status": status, "error": error,
+    return {"key": job.key, "status": status, "error": error, "case": sources.document_of(job.source, job.nagq),
             "seconds": time.monotonic() - started}
 
 

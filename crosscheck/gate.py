@@ -15,7 +15,11 @@ Policy (`changes`) — the gate fails when
   band, or a side refuses), or a failing one changes to another failing verdict;
 - a difference grows past GROWTH × the larger of its baseline value and its baseline noise band
   (and of FLOOR: rounding at 1e-16 may grow to 1e-12 unnoticed; the tolerances then still apply);
-- a pinned comparison did not run, or a new one does not pass.
+- a pinned comparison did not run, or a new one does not pass;
+- a comparison ran on another case than the baseline's (`case_identity`, its digest to 10
+  significant digits): a generated case is a function of the strategies and the hypothesis
+  version, a file case of the file, and differences measured on another case say nothing about
+  the code.
 A verdict that is among those the baseline saw is no change; a flip between two passing verdicts
 (`match` and `within-noise`: both within the spread rounding alone produces), a comparison that
 starts to pass, and differences that shrink are reported and do not fail.
@@ -31,10 +35,13 @@ from typing import Any
 from reference_impl.errors import ModelError
 
 from .case import Case
-from .store import Store, dumps
+from .store import Store, case_digest, dumps
 
 GROWTH = 10.0
 FLOOR = 1e-12
+IDENTITY_DIGITS = 10               # a case's numbers, as far as its identity goes (`case_identity`)
+CASE_CHANGED = ("another case than the baseline's: the case file, the strategies or hypothesis (the baseline "
+                "records its version) changed; check why, then --update-baseline")
 FORMAT = "glmm-crosscheck-baseline"
 DEFAULTS = {"corpus": "cases", "generated": 6, "seed": "gate", "max_groups": 12,
             "nagq": [0, 1, 9], "modes": ["lme4", "exact"]}
@@ -82,20 +89,41 @@ def corpus_files(baseline_path: Path, config: dict[str, Any]) -> list[Path]:
 def measure(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
     """Per comparison: its verdict, passed, and per quantity the largest |Δ| and its noise band."""
     entries: dict[str, dict[str, Any]] = {}
+    identities: dict[str, str | None] = {}
     for r in store.query(
-            "SELECT c.case_key, c.status, f.fit_id, f.nagq, f.mode, f.verdict, f.passed FROM cases c "
+            "SELECT c.case_key, c.case_json, c.status, f.fit_id, f.nagq, f.mode, f.verdict, f.passed FROM cases c "
             "LEFT JOIN fits f USING (case_id) WHERE c.run_id = ?", run_id):
+        if r["case_key"] not in identities:
+            identities[r["case_key"]] = case_identity(r["case_json"])
         if r["fit_id"] is None:
-            entries[r["case_key"]] = {"verdicts": [r["status"]], "passed": False, "diffs": {}, "noise": {}}
+            entries[r["case_key"]] = {"verdicts": [r["status"]], "passed": False, "diffs": {}, "noise": {},
+                                      "digest": identities[r["case_key"]]}
             continue
         rows = store.query("SELECT base, max(abs(abs)) AS worst, max(noise) AS noise FROM diffs "
                            "WHERE fit_id = ? AND abs IS NOT NULL GROUP BY base", r["fit_id"])
         label = r["verdict"] + (" (reasons differ)" if r["verdict"] == "both-refused" and not r["passed"] else "")
         entries[f"{r['case_key']} nAGQ={r['nagq']} {r['mode']}"] = {
-            "verdicts": [label], "passed": bool(r["passed"]),
+            "verdicts": [label], "passed": bool(r["passed"]), "digest": identities[r["case_key"]],
             "diffs": {d["base"]: d["worst"] for d in rows},
             "noise": {d["base"]: d["noise"] for d in rows if d["noise"] is not None}}
     return entries
+
+
+def case_identity(case_json: str | None) -> str | None:
+    """The digest of a stored case with every number rounded to IDENTITY_DIGITS significant digits:
+    the same key drawn on another CPU path is the same case, though its data may differ in the last
+    bits (gen:gate:3's offset column is numpy's SIMD log of the exposure; a Gamma response scales
+    with μ = numpy's exp), while a redrawn or edited case differs in far more than that."""
+    if case_json is None:
+        return None
+
+    def rounded(v):
+        if isinstance(v, float):
+            return float(f"{v:.{IDENTITY_DIGITS}g}")
+        if isinstance(v, list):
+            return [rounded(x) for x in v]
+        return {k: rounded(x) for k, x in v.items()} if isinstance(v, dict) else v
+    return case_digest(rounded(json.loads(case_json)))
 
 
 def merge(measured: list[dict[str, dict]]) -> dict[str, dict]:
@@ -113,6 +141,7 @@ def merge(measured: list[dict[str, dict]]) -> dict[str, dict]:
             noise[q] = max([*bands, max(values) - min(values) if max(values) != min(values) else 0.0])
         out[key] = {"verdicts": sorted({v for e in seen for v in e["verdicts"]}),
                     "passed": all(e["passed"] for e in seen) and len(seen) == len(measured),
+                    "digest": "/".join(sorted({e["digest"] for e in seen if e.get("digest")})) or None,
                     "diffs": diffs, "noise": noise}
     return out
 
@@ -127,6 +156,9 @@ def changes(before: dict[str, dict], after: dict[str, dict]) -> list[Change]:
             continue
         if b is None:
             out.append(Change(key, "verdict", None, _verdicts(a), not a["passed"], "new comparison"))
+            continue
+        if b.get("digest") and a.get("digest") and a["digest"] != b["digest"]:
+            out.append(Change(key, "case", b["digest"][:12], str(a.get("digest"))[:12], True, CASE_CHANGED))
             continue
         (verdict,) = a["verdicts"]
         if verdict not in b["verdicts"]:

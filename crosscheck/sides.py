@@ -85,7 +85,7 @@ def python_versions() -> dict[str, str]:
 def _package_versions() -> dict[str, str]:
     """Once per process: importlib.metadata takes 20 ms a package (0.3 s per compared case)."""
     out = {"python": platform.python_version()}
-    for pkg in ("numpy", "scipy", "pandas", "rpy2", "pdfo", "numba", "glmm-crosscheck"):
+    for pkg in ("numpy", "scipy", "pandas", "rpy2", "pdfo", "numba", "hypothesis", "glmm-crosscheck"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from reference_impl.errors import ModelError
+
 from .case import Case, CaseError
 from .strategies import applicable_nagq
 
@@ -64,3 +66,15 @@ def build(source: dict[str, Any], nagq) -> Case:
 def document(case: Case) -> dict[str, Any]:
     """The case file of `case`, with the truth and structure of a generated case."""
     return {**case.to_json(), **{k: case.extra[k] for k in ("truth", "structure") if k in case.extra}}
+
+
+def document_of(source: dict[str, Any], nagq) -> dict[str, Any] | None:
+    """The case file of a generated source, drawn here (no R needed), for a case whose worker died
+    or ran out of time: its store row then has the name, digest and data of any other; None for
+    other sources or a case that cannot be built."""
+    if source["kind"] != "generated":
+        return None
+    try:
+        return document(build(source, nagq))
+    except ModelError:
+        return None

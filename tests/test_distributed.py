@@ -184,6 +184,9 @@ def test_cases_past_their_limit_are_killed_and_the_rest_run_on_restarted_workers
         _, error, seconds = stored[key]
         assert f"time limit of {LIMIT} s" in error and LIMIT <= seconds < LIMIT + 3, stored[key]
     assert all(stored[k][:2] == ("done", None) for k in stored.keys() - killed), stored
+    with sqlite3.connect(db) as con:          # a killed generated case is stored as drawn: name, digest, data
+        rows = con.execute("SELECT case_key, name, digest, case_json FROM cases WHERE status = 'crash'").fetchall()
+    assert rows and all(name == key and len(digest) == 16 and case for key, name, digest, case in rows), rows
 
 
 @pytest.mark.slow

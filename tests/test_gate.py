@@ -17,7 +17,7 @@ import reference_impl.objective
 from crosscheck.case import Case
 from crosscheck.datasets import readme_example
 from crosscheck.executors import SubprocessPool, serial
-from crosscheck.gate import FORMAT, Change, changes, merge, run_gate
+from crosscheck.gate import FORMAT, Change, case_identity, changes, merge, run_gate
 from crosscheck.machine import SIMULATED_CPU
 from crosscheck.store import Store
 from reference_impl.factor import Decomposition
@@ -104,6 +104,7 @@ def test_baseline_records_noise_bands_and_both_machines(pinned):
     assert all("AVX512F" not in m["numpy SIMD"] for m in doc["machines"] if m.get("NPY_DISABLE_CPU_FEATURES"))
     entry = doc["entries"]["file:wide nAGQ=1 lme4"]
     assert entry["verdicts"] == ["match"] and entry["passed"]
+    assert len(entry["digest"]) == 16 and "/" not in entry["digest"]      # both paths ran the same case
     for q in ("objective", "theta", "fixef", "se"):
         assert isinstance(entry["noise"][q], float) and entry["noise"][q] >= 0, q
     assert entry["noise"]["theta"] > 0           # glmer's optimum moves with row order
@@ -151,6 +152,32 @@ def test_policy_on_verdicts():
                    ("b", True, "a failing comparison changed its verdict"),
                    ("d", True, "pinned comparison did not run"), ("e", False, "new comparison")}
     assert not any(isinstance(c, Change) and c.before == c.after for c in changes(before, after))
+
+
+def test_a_comparison_on_another_case_fails_as_such():
+    """A generated key drawn as another case (new strategies, another hypothesis) or an edited case
+    file: its differences are not compared, the gate fails naming the case."""
+    before = {"k": {**entry(["match"], True, {"theta": 1e-11}), "digest": "a" * 64}}
+    (c,) = changes(before, {"k": {**entry(["match"], True, {"theta": 1e-11}), "digest": "b" * 64}})
+    assert (c.comparison, c.quantity, c.failing) == ("k", "case", True) and "--update-baseline" in c.why
+    assert changes(before, {"k": {**entry(["match"], True, {"theta": 1e-11}), "digest": "a" * 64}}) == []
+
+
+def test_a_case_is_itself_on_another_cpu_path_and_another_when_redrawn():
+    """gen:gate:3's offset column, numpy's SIMD log, differs in the last bit with AVX-512 off:
+    the same case. A number moved by 1e-6 is another."""
+    data = readme_example()
+    data["x"] = np.log(data["x1"] + 0.5)
+    doc = Case.make(data, "y ~ x + (1 | subject)", "binomial", nagq=(1,)).to_json()
+
+    def moved(by):
+        out = json.loads(json.dumps(doc))
+        column = next(c for c in out["data"]["columns"] if c["name"] == "x")
+        column["values"] = [by(v) for v in column["values"]]
+        return json.dumps(out)
+    same = case_identity(json.dumps(doc))
+    assert case_identity(moved(lambda v: float(np.nextafter(v, np.inf)))) == same
+    assert case_identity(moved(lambda v: v * (1 + 1e-6))) != same
 
 
 def test_merge_of_two_cpu_paths_covers_the_difference_between_them():
