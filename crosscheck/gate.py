@@ -87,23 +87,23 @@ def corpus_files(baseline_path: Path, config: dict[str, Any]) -> list[Path]:
 
 
 def measure(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
-    """Per comparison: its verdict, passed, and per quantity the largest |Δ| and its noise band."""
+    """Per comparison: its verdict, passed, its case (`case_identity`), and per quantity the largest
+    |Δ| and its noise band."""
     entries: dict[str, dict[str, Any]] = {}
-    identities: dict[str, str | None] = {}
+    digests = {r["case_key"]: [d] if (d := case_identity(r["case_json"])) else []
+               for r in store.query("SELECT case_key, case_json FROM cases WHERE run_id = ?", run_id)}
     for r in store.query(
-            "SELECT c.case_key, c.case_json, c.status, f.fit_id, f.nagq, f.mode, f.verdict, f.passed FROM cases c "
+            "SELECT c.case_key, c.status, f.fit_id, f.nagq, f.mode, f.verdict, f.passed FROM cases c "
             "LEFT JOIN fits f USING (case_id) WHERE c.run_id = ?", run_id):
-        if r["case_key"] not in identities:
-            identities[r["case_key"]] = case_identity(r["case_json"])
         if r["fit_id"] is None:
             entries[r["case_key"]] = {"verdicts": [r["status"]], "passed": False, "diffs": {}, "noise": {},
-                                      "digest": identities[r["case_key"]]}
+                                      "digests": digests[r["case_key"]]}
             continue
         rows = store.query("SELECT base, max(abs(abs)) AS worst, max(noise) AS noise FROM diffs "
                            "WHERE fit_id = ? AND abs IS NOT NULL GROUP BY base", r["fit_id"])
         label = r["verdict"] + (" (reasons differ)" if r["verdict"] == "both-refused" and not r["passed"] else "")
         entries[f"{r['case_key']} nAGQ={r['nagq']} {r['mode']}"] = {
-            "verdicts": [label], "passed": bool(r["passed"]), "digest": identities[r["case_key"]],
+            "verdicts": [label], "passed": bool(r["passed"]), "digests": digests[r["case_key"]],
             "diffs": {d["base"]: d["worst"] for d in rows},
             "noise": {d["base"]: d["noise"] for d in rows if d["noise"] is not None}}
     return entries
@@ -141,7 +141,7 @@ def merge(measured: list[dict[str, dict]]) -> dict[str, dict]:
             noise[q] = max([*bands, max(values) - min(values) if max(values) != min(values) else 0.0])
         out[key] = {"verdicts": sorted({v for e in seen for v in e["verdicts"]}),
                     "passed": all(e["passed"] for e in seen) and len(seen) == len(measured),
-                    "digest": "/".join(sorted({e["digest"] for e in seen if e.get("digest")})) or None,
+                    "digests": sorted({d for e in seen for d in e.get("digests", [])}),
                     "diffs": diffs, "noise": noise}
     return out
 
@@ -157,8 +157,8 @@ def changes(before: dict[str, dict], after: dict[str, dict]) -> list[Change]:
         if b is None:
             out.append(Change(key, "verdict", None, _verdicts(a), not a["passed"], "new comparison"))
             continue
-        if b.get("digest") and a.get("digest") and a["digest"] != b["digest"]:
-            out.append(Change(key, "case", b["digest"][:12], str(a.get("digest"))[:12], True, CASE_CHANGED))
+        if b.get("digests") and a.get("digests") and not set(a["digests"]) <= set(b["digests"]):
+            out.append(Change(key, "case", _short(b["digests"]), _short(a["digests"]), True, CASE_CHANGED))
             continue
         (verdict,) = a["verdicts"]
         if verdict not in b["verdicts"]:
@@ -176,6 +176,10 @@ def changes(before: dict[str, dict], after: dict[str, dict]) -> list[Change]:
             elif x > max(band, FLOOR) and y < x / GROWTH:
                 out.append(Change(key, q, x, y, False, "shrank"))
     return out
+
+
+def _short(digests: list[str]) -> str:
+    return " / ".join(d[:12] for d in digests)
 
 
 def _verdicts(entry: dict) -> str:
