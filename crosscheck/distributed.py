@@ -32,8 +32,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from . import sources
-
 WORKER_DIED = "worker died while running this case (a crash, a kill, or its time limit of {} s)"
 RESTART_TIMEOUT = 120.0    # seconds a worker process may take to start (the nannies' death_timeout)
 POLL = 0.1                 # seconds between looks at the cases in flight and the workers
@@ -200,7 +198,7 @@ class DaskExecutor:
         self.runner = DaskRunner(workers, scheduler, timeout)
 
     def __call__(self, jobs) -> Iterator[dict[str, Any]]:
-        from .executors import run_job
+        from .executors import failed, run_job
 
         handed: dict[str, float] = {}
 
@@ -211,7 +209,4 @@ class DaskExecutor:
 
         with self.runner as runner:
             for job, result, error in runner.imap_unordered(run_job, handing(jobs)):
-                yield result if error is None else {
-                    "key": job.key, "status": "crash", "error": error,
-                    "case": sources.document_of(job.source, job.nagq),
-                    "seconds": time.monotonic() - handed[job.key]}
+                yield result if error is None else failed(job, "crash", error, handed[job.key])

@@ -144,13 +144,13 @@ class SubprocessPool:
                         continue
                     code = w.proc.wait()
                     if job is not None:                     # an idle worker had nothing in hand
-                        done.append(_failed(job, "crash", f"worker process died (exit code {code})", w.started))
+                        done.append(failed(job, "crash", f"worker process died (exit code {code})", w.started))
                     self._replace(pool, selector, w)
                 for w in [w for w in busy if w.job is not None
                           and time.monotonic() - w.started > self.timeout]:
                     job, w.job = w.job, None
-                    done.append(_failed(job, "timeout", f"case ran past {self.timeout:g} s; worker killed",
-                                        w.started))
+                    done.append(failed(job, "timeout", f"case ran past {self.timeout:g} s; worker killed",
+                                       w.started))
                     self._replace(pool, selector, w)
         finally:
             for w in pool:
@@ -167,7 +167,9 @@ class SubprocessPool:
         pool.remove(w)
 
 
-def _failed(job: Job, status: str, error: str, started: float) -> dict[str, Any]:
+def failed(job: Job, status: str, error: str, started: float) -> dict[str, Any]:
+    """The result of a case whose worker died or ran out of time (`started`: when it was handed
+    over, `time.monotonic()`), its case drawn again here where it is a generated one."""
     return {"key": job.key, "status": status, "error": error, "case": sources.document_of(job.source, job.nagq),
             "seconds": time.monotonic() - started}
 
