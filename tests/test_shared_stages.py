@@ -4,6 +4,8 @@ mode's `lme4` start. Sharing must not change a digit: every fit on a shared mode
 fit on a model of its own. Reference only (no R)."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -54,5 +56,5 @@ def test_the_harness_builds_a_case_model_once_and_a_copy_its_own():
     again = exact.fit(case, 1)
     assert again.ok and _model(case) is model
     assert ("bobyqa", "exact") in {key[:2] for key in model.stages}
-    other = type(case)(**{k: getattr(case, k) for k in case.__dataclass_fields__})
+    other = copy.copy(case)
     assert _model(other) is not model and not _model(other).stages
