@@ -23,7 +23,9 @@ comparison whose only such differences are within noise is `within-noise` (passi
 diagnosis then goes on to the next stage. `conditioning` says why a case is noisy: cond(X), the
 condition number of the optimizer's Hessian, and the reference's PIRLS iterations and
 step-halvings at glmer's optimum. The band is measured for every comparison (`noise="all"`,
-compare and investigate) or only where a comparison would otherwise fail (`"failing"`, sweeps).
+compare and investigate) or only where a comparison would otherwise fail (`"failing"`, sweeps);
+there its refits on the row orders wait until an optimum, or what follows from it, stands outside
+its tolerance: a difference at identical parameters (stage 1) is read against evaluations alone.
 """
 from __future__ import annotations
 
@@ -155,8 +157,11 @@ class Diagnoser:
             diffs = stage()
             out.diffs += diffs
             outside = [d for d in diffs if d.gating and not d.ok]
+            refits = self.noise == "all" or k > 1       # stage 1's quantities move with evaluations only
             if out.noise is None and k > 0 and (self.noise == "all" or (outside and self.noise == "failing")):
-                out.noise = self.band(nAGQ, mode, py, r, tol)
+                out.noise = self.band(nAGQ, mode, py, r, tol, refits)
+            elif out.noise is not None and outside and refits and out.noise.refitted < out.noise.orders:
+                self.refits_into(out.noise, nAGQ, mode, py, r, tol)
             if out.noise is not None:
                 if k == 2:
                     out.noise.apart = any(not d.ok for d in diffs if d.quantity.startswith(("theta[", "fixef[")))
@@ -211,12 +216,15 @@ class Diagnoser:
         return out
 
     # -- the noise band -----------------------------------------------------------------------------
-    def band(self, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol) -> NoiseBand:
-        """Both sides on each row order (`_row_orders_into`); both deviance functions at stage 1's
-        points moved by a few ulps and, in lme4 mode, the reference's with its stopping test
-        rounded (in exact mode, its lme4 mode's: lme4's PIRLS error, which glmer carries); with
-        `noise="all"`, where this CPU has AVX-512 kernels, the reference again with them off.
-        Each compared with the same side unperturbed."""
+    def band(self, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol, refits: bool = True) -> NoiseBand:
+        """Both sides on each row order (`_row_orders_into`: deviance functions at stage 1's points
+        and, with `refits`, refits); both deviance functions at stage 1's points moved by a few ulps
+        and, in lme4 mode, the reference's with its stopping test rounded (in exact mode, its lme4
+        mode's: lme4's PIRLS error, which glmer carries); with `noise="all"`, where this CPU has
+        AVX-512 kernels, the reference again with them off. Each compared with the same side
+        unperturbed. Without `refits` the band holds stage 1's quantities only, which no refit
+        moves: a sweep (`noise="failing"`) refits only where an optimum or what follows from it
+        stands outside its tolerance (`refits_into`)."""
         t0 = time.perf_counter()
         band = NoiseBand()
         points, at_r, at_py = self._evaluations.get((nAGQ, mode), (None, None, None))
@@ -248,40 +256,52 @@ class Diagnoser:
                                     *derived(impl.tolerances, fit_c, py, tol)])
                 band.add("python", _evaluation_diffs(at_c, at_py, tol) if points is not None else [])
             band.cpu_paths.append("numpy AVX-512 off")
-        self._row_orders_into(band, range(ROW_ORDERS), nAGQ, mode, py, r, tol)
+        self._row_orders_into(band, range(ROW_ORDERS), nAGQ, mode, py, r, tol, refits)
         band.seconds = time.perf_counter() - t0
         return band
+
+    def refits_into(self, band: NoiseBand, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol) -> None:
+        """The refits on the row orders `band` has measured at stage 1's points only."""
+        t0 = time.perf_counter()
+        self._row_orders_into(band, range(band.refitted, band.orders), nAGQ, mode, py, r, tol, True, evaluate=False)
+        band.seconds += time.perf_counter() - t0
 
     def widen(self, band: NoiseBand, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol) -> None:
         """MORE_ORDERS further row orders: the band is the largest of a few draws, and a
         difference a few bands out may lie inside the spread that more draws would show."""
         t0 = time.perf_counter()
-        self._row_orders_into(band, range(band.orders, band.orders + MORE_ORDERS), nAGQ, mode, py, r, tol)
+        self._row_orders_into(band, range(band.orders, band.orders + MORE_ORDERS), nAGQ, mode, py, r, tol,
+                              band.refitted == band.orders)
         band.seconds += time.perf_counter() - t0
 
     def _row_orders_into(self, band: NoiseBand, orders, nAGQ: int, mode: str, py: FitResult, r: FitResult,
-                         tol) -> None:
-        """Widen `band` by both sides on row orders `orders`: refits compared with the original
-        rows' fits, and deviance functions at stage 1's points (each order's own lp0, §3.3)."""
+                         tol, refits: bool, evaluate: bool = True) -> None:
+        """Widen `band` by both sides on row orders `orders`: with `refits`, refits compared with
+        the original rows' fits; with `evaluate`, deviance functions at stage 1's points (each
+        order's own lp0, §3.3)."""
         points, at_r, at_py = self._evaluations.get((nAGQ, mode), (None, None, None))
-        refits = self._r_refits.setdefault(nAGQ, [])
+        r_refits = self._r_refits.setdefault(nAGQ, [])
         impl = self.side(mode, self.python_timeout)
         for j in orders:
             order = self._orders[j]
             case_j = self._in_order(j)
-            if j == len(refits):
-                refits.append(self.r_side.fit(case_j, nAGQ, r.saturated, keep_devfun=True))
-                self.adopt(nAGQ, refits[j], j)
-            C_j = saturated(case_j)
-            sides = {"r": (refits[j], r), "python": (impl.fit(case_j, nAGQ, C_j), py)}
-            for side, (fit_j, fit) in sides.items():
-                if not fit_j.ok:
-                    band.refused[side] += fit_j.failure is None
-                    band.unfinished[side] += fit_j.failure is not None
-                    continue
-                band.add(side, design_noise(fit_j, fit, tol))
-                band.add(side, optimum(impl.tolerances, fit_j, fit, tol, None))
-                band.add(side, derived(impl.tolerances, _in_order(fit_j, order), fit, tol))
+            if refits:
+                if j == len(r_refits):
+                    r_refits.append(self.r_side.fit(case_j, nAGQ, r.saturated, keep_devfun=True))
+                    self.adopt(nAGQ, r_refits[j], j)
+                C_j = saturated(case_j)
+                sides = {"r": (r_refits[j], r), "python": (impl.fit(case_j, nAGQ, C_j), py)}
+                for side, (fit_j, fit) in sides.items():
+                    if not fit_j.ok:
+                        band.refused[side] += fit_j.failure is None
+                        band.unfinished[side] += fit_j.failure is not None
+                        continue
+                    band.add(side, design_noise(fit_j, fit, tol))
+                    band.add(side, optimum(impl.tolerances, fit_j, fit, tol, None))
+                    band.add(side, derived(impl.tolerances, _in_order(fit_j, order), fit, tol))
+                band.refitted += 1
+            if not evaluate:
+                continue
             band.orders += 1
             if points is None:
                 continue

@@ -5,7 +5,9 @@ The perturbations (`Diagnoser.band`):
 - row order: both sides refitted on `ROW_ORDERS` reorderings of the same rows (`row_orders`:
   within groups, across groups, reversed), and both deviance functions rebuilt on them and
   evaluated at stage 1's parameter vectors (each order's own lp0 from R, on both sides, §3.3);
-  `MORE_ORDERS` more where a difference stands just beyond the band (`borderline`);
+  `MORE_ORDERS` more where a difference stands just beyond the band (`borderline`); the refits
+  move the optimum and what follows from it (stages 2–3), the evaluations stage 1's quantities,
+  so where only stage 1 needs a band the refits are left out (`NoiseBand.refitted`);
 - the optimizer's rounding: both deviance functions at those vectors moved by a few ulps (`ulp_moved`);
 - lme4 mode: the reference's deviance function with PIRLS's stopping test moved by its own
   rounding (`stopping_rounded`);
@@ -143,7 +145,8 @@ class NoiseBand:
     """Per side (`python`, `r`), per quantity element: the largest |perturbed − original|."""
 
     spread: dict[str, dict[str, float]] = field(default_factory=lambda: {"python": {}, "r": {}})
-    orders: int = 0
+    orders: int = 0                     # row orders measured (at stage 1's points)
+    refitted: int = 0                   # …of which refitted on both sides (the first ones)
     refused: dict[str, int] = field(default_factory=lambda: {"python": 0, "r": 0})     # refits refused
     unfinished: dict[str, int] = field(default_factory=lambda: {"python": 0, "r": 0})  # timed out, failed
     cpu_paths: list[str] = field(default_factory=list)      # other CPU paths the reference ran on
@@ -201,7 +204,7 @@ class NoiseBand:
                                   and abs(d.abs) <= WITHIN * d.noise)
 
     def to_json(self) -> dict:
-        return plain({"orders": self.orders, "within": WITHIN, "refused": dict(self.refused),
+        return plain({"orders": self.orders, "refitted": self.refitted, "within": WITHIN, "refused": dict(self.refused),
                       "unfinished": dict(self.unfinished),
                       "cpu_paths": list(self.cpu_paths), "stopping": self.stopping, "ulps": ULPS,
                       "lme4_pirls": self.lme4_pirls,

@@ -143,3 +143,19 @@ def test_a_refusal_where_glmer_s_own_deviance_function_refuses_is_noise(R):
     assert c.passed, c.verdict
     if not c.python.ok:
         assert c.verdict == "within-noise" and "glmer's own deviance function stops too" in c.diagnosis.notes[0]
+
+
+def test_a_sweep_refits_the_row_orders_only_where_an_optimum_needs_them(R):
+    """`noise="failing"`: a difference at identical parameters (stage 1) is read against the
+    deviance functions' evaluations on the row orders, which the refits do not move; the refits
+    come only once an optimum or what follows from it (stages 2–3) stands outside tolerance, on
+    the row orders already evaluated. gen:thorough:5, exact mode: stage 1 alone, no refit;
+    gen:thorough:109, lme4 mode: stages 1–3, every order refitted, each difference within noise."""
+    (stage1,) = compare_case(Case.load(FIXTURES / "exact-lme4-pirls-error.json"), ("exact",), noise="failing").results
+    assert {d.stage for d in stage1.diffs if d.gating and not d.ok} == {1}
+    assert stage1.diagnosis.noise.orders == 3 and stage1.diagnosis.noise.refitted == 0
+    (later,) = compare_case(Case.load(FIXTURES / "noise-objective-and-optimum.json"), ("lme4",), noise="failing").results
+    outside = [d for d in later.diffs if d.gating and not d.ok]
+    assert {d.stage for d in outside} >= {1, 2}
+    assert later.diagnosis.noise.refitted == later.diagnosis.noise.orders >= 3
+    assert later.passed and all(d.within_noise for d in outside), later.verdict
