@@ -15,9 +15,11 @@ from crosscheck.case import Case
 from crosscheck.datasets import readme_example
 from crosscheck.noise import row_orders
 from reference_impl import fit as fitmod
-from reference_impl.errors import OptimizerError, PirlsError
+from reference_impl import pirls as pirls_module
+from reference_impl.errors import NOT_CONVERGED, OptimizerError, PirlsError
 
 CASES = Path(__file__).parent / "corpus" / "cases"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 # gen:thorough:83 (5 rows): separated, the deviance 0 to rounding at every start's optimum
 PATH_FAILS = Case.make(pd.DataFrame({
@@ -277,3 +279,29 @@ def test_a_start_that_does_not_fit_the_model_is_listed_with_its_reason():
 def test_starts_are_exact_modes():
     with pytest.raises(ri.ModelError, match="starts are for mode 'exact'"):
         ri.glmer("y ~ x1 + (1 | subject)", readme_example(), mode="lme4", starts={"a": [1.0, 0.0, 0.0]})
+
+
+def test_a_start_creeping_across_a_clamp_is_left_for_eta0(monkeypatch):
+    """gen:thorough:23, nAGQ 0, at θ = (1.5, −2000, 1400): exact PIRLS's first step from lp0
+    overshoots past the logit's clamp (max |η| 4327), where the deviance is flat and only the
+    penalty moves u, one unit of η per step. The run is left at LP0_MAXIT steps, not EXACT_MAXIT,
+    and the value is that of the run from η0 (31 steps), as it was when lp0's ran into EXACT_MAXIT."""
+    case = Case.load(FIXTURES / "exact-pirls-creeping-start.json")
+    f = ri.devfun(case.formula, case.data, family=case.family, link=case.link, nAGQ=0, mode="exact",
+                  weights=case.weights, offset=case.offset)
+    runs, run = [], pirls_module._pirls
+
+    def counted(model, theta, eta, *args):
+        try:
+            res = run(model, theta, eta, *args)
+        except PirlsError as e:
+            runs.append((eta is model.eta0, args[-1], str(e)))
+            raise
+        runs.append((eta is model.eta0, res.iterations, res.pdev))
+        return res
+    monkeypatch.setattr(pirls_module, "_pirls", counted)
+    value = f(np.array([1.5, -2000.0, 1400.0]))
+    (from_lp0, stopped, error), (from_eta0, iterations, pdev) = runs
+    assert not from_lp0 and stopped == pirls_module.LP0_MAXIT and NOT_CONVERGED in error
+    assert from_eta0 and iterations < pirls_module.LP0_MAXIT and pdev == f.last.pirls.pdev
+    assert abs(value - 19.643690554517164) < 1e-9 * value     # the value before LP0_MAXIT (EXACT_MAXIT from lp0)
