@@ -305,3 +305,12 @@ def test_a_start_creeping_across_a_clamp_is_left_for_eta0(monkeypatch):
     assert not from_lp0 and stopped == pirls_module.LP0_MAXIT and NOT_CONVERGED in error
     assert from_eta0 and iterations < pirls_module.LP0_MAXIT and pdev == f.last.pirls.pdev
     assert abs(value - 19.643690554517164) < 1e-9 * value     # the value before LP0_MAXIT (EXACT_MAXIT from lp0)
+
+
+def test_a_cut_run_already_below_eta0_s_mode_is_run_to_its_own():
+    """gen:thorough:548 (binomial(cloglog): the penalized deviance is not convex in u), nAGQ 0:
+    at many θ the run from lp0 is still descending at LP0_MAXIT, already below the mode the run
+    from η0 reaches; given EXACT_MAXIT it ends lower still. Exact mode's optimum is then
+    −2logLik 101.82, not the 126.16 of η0's modes (where glmer's optimum lies)."""
+    fit = _fit(Case.load(FIXTURES / "exact-pirls-lower-mode-from-lp0.json"), 0)
+    assert fit.minus2loglik < 102.0
