@@ -204,8 +204,8 @@ class NoiseBand:
                                   and abs(d.abs) <= WITHIN * d.noise)
 
     def to_json(self) -> dict:
-        return plain({"orders": self.orders, "refitted": self.refitted, "within": WITHIN, "refused": dict(self.refused),
-                      "unfinished": dict(self.unfinished),
+        return plain({"orders": self.orders, "refitted": self.refitted, "within": WITHIN,
+                      "refused": dict(self.refused), "unfinished": dict(self.unfinished),
                       "cpu_paths": list(self.cpu_paths), "stopping": self.stopping, "ulps": ULPS,
                       "lme4_pirls": self.lme4_pirls,
                       "flat": self.flat, "flat_gap": self.flat_gap, "floor": self.floor,

@@ -154,7 +154,8 @@ def test_a_sweep_refits_the_row_orders_only_where_an_optimum_needs_them(R):
     (stage1,) = compare_case(Case.load(FIXTURES / "exact-lme4-pirls-error.json"), ("exact",), noise="failing").results
     assert {d.stage for d in stage1.diffs if d.gating and not d.ok} == {1}
     assert stage1.diagnosis.noise.orders == 3 and stage1.diagnosis.noise.refitted == 0
-    (later,) = compare_case(Case.load(FIXTURES / "noise-objective-and-optimum.json"), ("lme4",), noise="failing").results
+    later_case = Case.load(FIXTURES / "noise-objective-and-optimum.json")
+    (later,) = compare_case(later_case, ("lme4",), noise="failing").results
     outside = [d for d in later.diffs if d.gating and not d.ok]
     assert {d.stage for d in outside} >= {1, 2}
     assert later.diagnosis.noise.refitted == later.diagnosis.noise.orders >= 3
