@@ -105,10 +105,7 @@ def _exact_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, tol) -> P
         except PirlsError as e:
             return None, e
     if eta is model.eta0:
-        first, failure = run(eta, u_prev, beta_prev, EXACT_MAXIT)
-        if failure is not None:
-            raise failure
-        return first
+        return _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, "exact", tol, EXACT_MAXIT)
     first, failure = run(eta, u_prev, beta_prev, LP0_MAXIT)
     if first is not None and not first.stuck:
         return first
