@@ -461,9 +461,12 @@ def _settled(olddelu, u, olddelb, beta, oldpdev, pdev, decrement):
 
 
 @_jit
-def pirls_loop(fam, link, exact, u_only, tol, maxit, y, pw, X, offset, eta, u, beta, rows, vals, b, nb):
-    """`pirls._pirls` compiled. Returns (status, u, β, η, μ, W^½ of the factor kept, its ldL2,
-    Σ devResid, iterations, trace pdevs, trace halvings, max |η| per step, stuck)."""
+def pirls_loop(fam, link, exact, u_only, tol, maxit, y, pw, X, offset, eta, u, beta, rows, vals, b, nb,
+               it0, oldpdev, drsum):
+    """`pirls._pirls` compiled, from iteration `it0` (0, or a cut run's count: then `oldpdev` and
+    `drsum` are its last iterate's, else DBL_MAX and NaN). Returns (status, u, β, η, μ, W^½ of
+    the factor kept, its ldL2, Σ devResid, iterations, trace pdevs, trace halvings, max |η| per
+    step, stuck)."""
     N, p = X.shape
     q = b * nb
     mu = np.empty(N)
@@ -471,14 +474,14 @@ def pirls_loop(fam, link, exact, u_only, tol, maxit, y, pw, X, offset, eta, u, b
         mu[i] = linkinv(link, eta[i])
     if u_only:
         beta = np.zeros(p)
-    nit = maxit
+    nit = maxit - it0
     tr_pdev, tr_half, etas = np.empty(nit + 1), np.zeros(nit + 1, np.int64), np.empty(nit + 1)
     ntr, netas = 0, 0
-    oldpdev, converged, drsum, stuck, pdev, decrement = DBL_MAX, False, np.nan, False, np.nan, 0.0
+    converged, stuck, pdev, decrement = False, False, np.nan, 0.0
     kept, ldL2 = np.empty(0), np.nan
     L = np.zeros((0, 0, 0))
-    status, it = OK, 0
-    for it in range(nit):
+    status, it = OK, it0
+    for it in range(it0, maxit):
         olddelu, olddelb, oldeta, oldmu, olddrsum = u, beta, eta, mu, drsum
         sqrtW, r = _step(fam, link, exact and it > 0, y, pw, eta, mu)
         if not _all_finite(sqrtW):

@@ -77,6 +77,22 @@ class PirlsResult:
         return self.drsum + self.ussq
 
 
+@dataclass(frozen=True)
+class Cut:
+    """Where a run stopped at its iteration limit (`PirlsError.cut`): the iterate (u, β, η), its
+    Σ devResid and penalized deviance, the iterations done and their trace. Exact mode goes on
+    from here (`_exact_pirls`), as the same run with a higher limit would: the loop's state
+    between iterations is exactly this."""
+
+    iterations: int
+    u: np.ndarray
+    beta: np.ndarray
+    eta: np.ndarray
+    drsum: float
+    pdev: float
+    trace: list
+
+
 def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str = "lme4",
           tol: float = TOL_PWRSS, maxit: int = MAXIT) -> PirlsResult:
     """Run PIRLS at `theta` from the linear predictor `eta` (offset included).
@@ -96,12 +112,13 @@ def _exact_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, tol) -> P
     (§5.2) when that run fails (within LP0_MAXIT iterations) or sticks, the lower penalized
     deviance kept. A run cut at LP0_MAXIT is given EXACT_MAXIT where η0's fails too or ends above
     where the cut run already stood: its own mode lies lower still (gen:thorough:548,
-    binomial(cloglog), −2logLik 101.8 against η0's 126.2). A family's clamps (§2.2) make the
+    binomial(cloglog), −2logLik 101.8 against η0's 126.2); it goes on from where it was cut
+    (`Cut`), to the result the uncut run would have had. A family's clamps (§2.2) make the
     deviance flat where μ sits at a bound on the wrong side of y, e.g. from an lp0 beyond them
     under separation; no descent step leaves such a plateau, η0 is inside them."""
-    def run(eta, u_prev, beta_prev, maxit) -> tuple[PirlsResult | None, PirlsError | None]:
+    def run(eta, u_prev, beta_prev, maxit, cut=None) -> tuple[PirlsResult | None, PirlsError | None]:
         try:
-            return _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, "exact", tol, maxit), None
+            return _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, "exact", tol, maxit, cut=cut), None
         except PirlsError as e:
             return None, e
     if eta is model.eta0:
@@ -110,44 +127,53 @@ def _exact_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, tol) -> P
     if first is not None and not first.stuck:
         return first
     again, _ = run(model.eta0, np.zeros(model.q), np.zeros(model.p), EXACT_MAXIT)
-    if failure is not None and NOT_CONVERGED in str(failure) and (again is None or failure.pdev < again.pdev):
-        first, failure = run(eta, u_prev, beta_prev, EXACT_MAXIT)
+    cut = getattr(failure, "cut", None)
+    if cut is not None and (again is None or cut.pdev < again.pdev):
+        first, failure = run(cut.eta, cut.u, cut.beta, EXACT_MAXIT, cut)
     kept = [res for res in (first, again) if res is not None]
     if not kept:
         raise failure
     return min(kept, key=lambda res: res.pdev)
 
 
-def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit) -> PirlsResult:
+def _pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit, cut: Cut | None = None
+           ) -> PirlsResult:
+    """One run of the loop; with `cut`, the run that stopped there going on (η, u_prev, beta_prev
+    are the cut's iterate) up to `maxit` iterations in all."""
     blocks = compiled.blocks(model)
     if blocks is not None:
-        return _compiled_pirls(model, blocks, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit)
+        return _compiled_pirls(model, blocks, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit,
+                               cut)
     # one errstate for the whole run (7 µs each, several per iteration otherwise): PIRLS
     # computes through inf and NaN as lme4's C++ does, and its own tests decide
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit)
+        return _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit, cut)
 
 
 ERRORS = {compiled.NAN: NAN_VALUE, compiled.HALVINGS: HALVINGS_FAILED, compiled.DOWNDATE: DOWNDATE_NOT_PD}
 
 
-def _compiled_pirls(model, blocks, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit) -> PirlsResult:
+def _compiled_pirls(model, blocks, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit, cut
+                    ) -> PirlsResult:
     """`_numpy_pirls` as one compiled call (compiled.py), for A of small diagonal blocks
     (`blocks`: their size and number)."""
     exact = mode == "exact"
     b, nb = blocks
     rows, vals = model.LamtZt_columns(theta)
     resp = model.response
+    it0, oldpdev, drsum0, trace = (0, DBL_MAX, np.nan, []) if cut is None else (cut.iterations, cut.pdev,
+                                                                                 cut.drsum, cut.trace)
     try:
         (status, u, beta, eta, mu, sqrtW, ldL2, drsum, iterations, pdevs, halvings, etas,
          stuck) = compiled.pirls_loop(*compiled.codes(model.family), exact, u_only, float(tol), int(maxit),
                                       _f64(resp.y), _f64(resp.pw), model.X_contiguous, _f64(offset), _f64(eta),
-                                      _f64(u_prev), _f64(beta_prev), rows, vals, b, nb)
+                                      _f64(u_prev), _f64(beta_prev), rows, vals, b, nb, it0, oldpdev, drsum0)
     except SystemError as e:
         raise compiled.asynchronous(e) from None
-    trace = list(zip(pdevs.tolist(), halvings.tolist()))
+    trace = trace + list(zip(pdevs.tolist(), halvings.tolist()))
     if status == compiled.MAXIT:
-        raise _not_converged(exact and _diverging(trace, etas.tolist()), trace)
+        raise _not_converged(exact and _diverging(trace, etas.tolist()), trace,
+                             Cut(iterations, u, beta, eta, drsum, trace[-1][0], trace))
     if status != compiled.OK:
         raise PirlsError(ERRORS[status])
 
@@ -160,7 +186,7 @@ def _f64(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=float)
 
 
-def _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit) -> PirlsResult:
+def _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol, maxit, cut) -> PirlsResult:
     fam, resp, X = model.family, model.response, model.X
     exact = mode == "exact"
     pred = predictor(model, theta)
@@ -199,9 +225,11 @@ def _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol
             return drsum, np.nan
         return drsum, drsum + float(u @ u)
 
-    oldpdev, trace, converged, drsum, stuck = DBL_MAX, [], False, np.nan, False
+    converged, stuck = False, False
+    it0, oldpdev, drsum, trace = (0, DBL_MAX, np.nan, []) if cut is None else (cut.iterations, cut.pdev,
+                                                                               cut.drsum, list(cut.trace))
     etas = []                          # exact mode: max |η| after each step that did not settle
-    for it in range(maxit):
+    for it in range(it0, maxit):
         olddelu, olddelb, oldeta, oldmu, olddrsum = u, beta, eta, mu, drsum
         sqrtW, r = step(eta, mu, it == 0)
         if not np.all(np.isfinite(sqrtW)):
@@ -267,7 +295,8 @@ def _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol
             raise PirlsError(HALVINGS_FAILED)
         oldpdev = pdev
     if not converged:
-        raise _not_converged(exact and _diverging(trace, etas), trace)
+        raise _not_converged(exact and _diverging(trace, etas), trace,
+                             Cut(maxit, u, beta, eta, drsum, oldpdev, trace))
     if exact:
         _, _, sqrtW = weights(eta, mu)
         decomp = Decomposition(pred.factor(sqrtW), X, sqrtW)
@@ -298,11 +327,11 @@ def newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r):
     return np.sqrt(Wstep), r * (W / Wstep)
 
 
-def _not_converged(diverging: bool, trace) -> PirlsError:
+def _not_converged(diverging: bool, trace, cut: Cut) -> PirlsError:
     """lme4's maxit refusal (exact mode: saying so where PIRLS runs off to infinity, NO_MODE),
-    carrying the penalized deviance the run stopped at (`pdev`)."""
+    carrying where the run stopped (`cut`)."""
     e = PirlsError(NOT_CONVERGED + (NO_MODE if diverging else ""))
-    e.pdev = trace[-1][0] if trace else np.nan
+    e.cut = cut
     return e
 
 

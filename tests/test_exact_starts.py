@@ -4,6 +4,7 @@ is recorded rather than ending the fit. Reference only (no R): glmer's parameter
 lme4 mode's, which reproduces them (tests/test_reference_vs_glmer.py)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -292,9 +293,9 @@ def test_a_start_creeping_across_a_clamp_is_left_for_eta0(monkeypatch):
                   weights=case.weights, offset=case.offset)
     runs, run = [], pirls_module._pirls
 
-    def counted(model, theta, eta, *args):
+    def counted(model, theta, eta, *args, **kwargs):
         try:
-            res = run(model, theta, eta, *args)
+            res = run(model, theta, eta, *args, **kwargs)
         except PirlsError as e:
             runs.append((eta is model.eta0, args[-1], str(e)))
             raise
@@ -319,3 +320,29 @@ def test_a_cut_run_already_below_eta0_s_mode_is_run_to_its_own():
     −2logLik 101.82, not the 126.16 of η0's modes (where glmer's optimum lies)."""
     fit = _fit(Case.load(FIXTURES / "exact-pirls-lower-mode-from-lp0.json"), 0)
     assert fit.minus2loglik < 102.0
+
+
+@pytest.mark.parametrize("numpy_path", [False, True], ids=["compiled", "numpy"])
+def test_a_cut_run_goes_on_to_the_result_of_the_uncut_run(numpy_path, monkeypatch):
+    """gen:thorough:548, nAGQ 0, θ = 0 from exact mode's lp0: the run is cut at LP0_MAXIT; going
+    on from the cut (`pirls.Cut`) gives, to the last bit, what one run of EXACT_MAXIT gives,
+    on the compiled path and on numpy's."""
+    monkeypatch.setattr(pirls_module.compiled, "ENABLED", not numpy_path and pirls_module.compiled.ENABLED)
+    case = Case.load(FIXTURES / "exact-pirls-lower-mode-from-lp0.json")
+    f = ri.devfun(case.formula, case.data, family=case.family, link=case.link, nAGQ=0, mode="exact",
+                  weights=case.weights, offset=case.offset)
+    model = f.model
+    start = (model, np.zeros(model.nth), model.offset + f.lp0, model.offset)
+    zeros = (np.zeros(model.q), np.zeros(model.p), False, "exact", pirls_module.TOL_PWRSS)
+    with pytest.raises(PirlsError, match=re.escape(NOT_CONVERGED)) as cut_run:
+        pirls_module._pirls(*start, *zeros, pirls_module.LP0_MAXIT)
+    cut = cut_run.value.cut
+    assert cut.iterations == pirls_module.LP0_MAXIT == len(cut.trace)
+    resumed = pirls_module._pirls(*start[:2], cut.eta, model.offset, cut.u, cut.beta, *zeros[2:],
+                                  pirls_module.EXACT_MAXIT, cut=cut)
+    uncut = pirls_module._pirls(*start, *zeros, pirls_module.EXACT_MAXIT)
+    assert resumed.iterations == uncut.iterations > pirls_module.LP0_MAXIT
+    assert resumed.trace == uncut.trace
+    for field in ("u", "beta", "eta", "mu"):
+        assert np.array_equal(getattr(resumed, field), getattr(uncut, field)), field
+    assert (resumed.ldL2, resumed.drsum) == (uncut.ldL2, uncut.drsum)
