@@ -5,7 +5,8 @@ holds one process-wide lock (R is single threaded) and runs inside
 `rpy2.robjects.conversion.localconverter` (conversion rules live in a ContextVar, so threads other
 than the main one would otherwise see none). Values are converted at once, in both directions.
 
-R → Python (`_to_python`):
+R → Python (`_to_python`; a call's value crosses as the four vectors of bridge.R's `cc_flat`, read
+back by `_Flat` into the same values, or node by node where it has no such form):
 
 ===================================  ==============================================================
 R                                    Python
@@ -197,6 +198,95 @@ def _to_python(x) -> Any:
                     ri.RTYPES.CPLXSXP):
         return _atomic(x)
     raise RBridgeError(f"cannot convert R object of type {x.typeof.name} (class {classes})")
+
+
+FLAT_NULL, FLAT_LIST, FLAT_DOUBLE, FLAT_INTEGER, FLAT_LOGICAL, FLAT_CHARACTER, FLAT_FACTOR, \
+    FLAT_DATA_FRAME, FLAT_SPARSE = range(9)
+
+
+class _Flat:
+    """A value from bridge.R's `cc_flat` (its four vectors), read back into the table's Python
+    values node by node, as `_to_python` converts the value itself."""
+
+    def __init__(self, parts):
+        self.node = _buffer(parts[0], np.int64).tolist()
+        self.chr = _strings(parts[1])
+        self.num = _buffer(parts[2], np.float64)
+        self.int = _buffer(parts[3], np.int64)
+        self.at = {"node": 0, "chr": 0, "num": 0, "int": 0}
+
+    def _take(self, part: str, k: int):
+        i = self.at[part]
+        self.at[part] = i + k
+        return getattr(self, part)[i:i + k]
+
+    def value(self) -> Any:
+        kind = self._take("node", 1)[0]
+        if kind == FLAT_NULL:
+            return None
+        if kind == FLAT_LIST:
+            n, named = self._take("node", 2)
+            names = self._take("chr", n) if named else None
+            items = [self.value() for _ in range(n)]
+            if names is None:
+                return items
+            keys = [name if name else f"[[{k + 1}]]" for k, name in enumerate(names)]
+            if len(set(keys)) != len(keys):
+                raise RBridgeError(f"R list has duplicated names: {keys}")
+            return dict(zip(keys, items))
+        if kind == FLAT_FACTOR:
+            return self._factor()
+        if kind == FLAT_DATA_FRAME:
+            ncol, nrow, named_rows = self._take("node", 3)
+            names = self._take("chr", ncol)
+            index = self._take("chr", nrow) if named_rows else None
+            columns = {}
+            for name in names:
+                kind = self._take("node", 1)[0]
+                columns[name] = self._factor() if kind == FLAT_FACTOR else self._atomic(kind)[0]
+            return pd.DataFrame(columns, index=index)
+        if kind == FLAT_SPARSE:
+            nnz, ncol1, nrow, ncol = self._take("node", 4)
+            i, p = self._take("int", nnz), self._take("int", ncol1)
+            return sp.csc_matrix((self._take("num", nnz).copy(), i, p), shape=(nrow, ncol))
+        values, names, attributes, dim = self._atomic(kind)
+        if dim:
+            return np.asarray(values, dtype=object if isinstance(values, list) else None).reshape(dim, order="F")
+        if names is not None:
+            return {n: _scalar(v) for n, v in zip(names, values)}
+        if len(values) == 1 and not attributes:
+            return _scalar(values[0])
+        return values
+
+    def _factor(self) -> pd.Categorical:
+        n, nlevels, ordered = self._take("node", 3)
+        codes = self._take("int", n)
+        codes = np.where(codes == -(2**31), -1, codes - 1)
+        return pd.Categorical.from_codes(codes, categories=self._take("chr", nlevels), ordered=bool(ordered))
+
+    def _atomic(self, kind: int):
+        """(values as `_vector` gives them, names or None, whether it has attributes, dim)."""
+        n, named, attributes, ndim = self._take("node", 4)
+        dim = tuple(self._take("node", ndim))
+        names = self._take("chr", n) if named else None
+        if kind == FLAT_DOUBLE:
+            values = self._take("num", n).copy()
+        elif kind == FLAT_CHARACTER:
+            values = self._take("chr", n)
+        else:
+            raw = self._take("int", n)
+            na = raw == -(2**31)
+            values = (np.where(na, np.nan, raw.astype(np.float64)) if na.any()
+                      else raw.astype(bool) if kind == FLAT_LOGICAL else raw.copy())
+        return values, names, attributes, dim
+
+
+def _converted(x) -> Any:
+    """`_to_python(x)`, from `cc_flat`'s four vectors where the value has that form."""
+    import rpy2.rinterface as ri
+
+    flat = _call_raw("cc_flat", x)
+    return _to_python(x) if flat is ri.NULL else _Flat(flat).value()
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,7 +487,7 @@ class RSession:
         invisible, as after an assignment)."""
         with self._converting():
             exprs = self._parse(code)
-            return self._run(lambda: _to_python(self._guarded("cc_eval", exprs)))
+            return self._run(lambda: _converted(self._guarded("cc_eval", exprs)))
 
     def assign(self, name: str, value: Any) -> None:
         """Bind `value` (converted to R) to `name` in R's global environment."""
@@ -417,7 +507,7 @@ class RSession:
             r_args = ri.ListSexpVector([_to_r(a) for a in (*args, *kwargs.values())])
             names = ri.StrSexpVector([""] * len(args) + list(kwargs))
             r_args = _call_raw("cc_set_names", r_args, names)
-            return _to_python(self._guarded("cc_call", ri.StrSexpVector([fname]), r_args))
+            return _converted(self._guarded("cc_call", ri.StrSexpVector([fname]), r_args))
 
         with self._converting():
             return self._run(run, timeout)

@@ -53,6 +53,59 @@ def test_r_values_convert_to_plain_python(R):
     np.testing.assert_array_equal(m.toarray(), [[0, 5, 0], [0, 0, 0], [0, 6, 0]])
 
 
+MIXED = ("list(a = 1, b = I(c(2, NA)), f = factor(c('x', NA)), o = factor('b', ordered = TRUE), "
+         "d = data.frame(p = 1:2, q = c('u', NA)), r = data.frame(z = 1, row.names = 'w'), "
+         "m = matrix(c('a', 'b'), 1), n = NULL, i = c(1L, NA), l = c(TRUE, NA), s = NA_character_, "
+         "v = c(x = 1, y = NA), e = numeric(0), u = list(1, 'a', list()), "
+         "z = Matrix::sparseMatrix(i = 1, j = 2, x = 5, dims = c(2, 2)))")
+
+
+def _both_ways(R, code: str):
+    """`code`'s value converted from `cc_flat`'s vectors and node by node."""
+    from crosscheck import rbridge
+
+    with R._converting():
+        raw = R._guarded("cc_eval", R._parse(code))
+        return rbridge._converted(raw), rbridge._to_python(raw)
+
+
+def _assert_same(a, b, path="value"):
+    assert type(a) is type(b), path
+    if isinstance(a, (dict, list)):
+        assert (list(a) if isinstance(a, dict) else len(a)) == (list(b) if isinstance(b, dict) else len(b)), path
+        for k, x, y in (((k, a[k], b[k]) for k in a) if isinstance(a, dict) else zip(range(len(a)), a, b)):
+            _assert_same(x, y, f"{path}[{k!r}]")
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), path
+    elif isinstance(a, pd.DataFrame):
+        pd.testing.assert_frame_equal(a, b)
+    elif isinstance(a, pd.Categorical):
+        assert a.equals(b) and list(a.categories) == list(b.categories) and a.ordered == b.ordered, path
+    elif sp.issparse(a):
+        assert a.shape == b.shape and (a != b).nnz == 0, path
+    else:
+        assert a == b or (a != a and b != b), path
+
+
+@pytest.mark.parametrize("code", [MIXED, f"cc_glmer_fit(lme4::cbpp, '{CBPP}', 'binomial', keep_devfun = TRUE)"],
+                         ids=["every-kind", "fit-record"])
+def test_values_cross_as_four_vectors_as_they_do_node_by_node(R, code):
+    """`cc_flat` (bridge.R) and `_Flat` give what converting each node gives, to the type."""
+    flat, by_node = _both_ways(R, code)
+    _assert_same(flat, by_node)
+
+
+def test_a_value_without_a_flat_form_converts_node_by_node(R):
+    """Complex numbers have no flat form: cc_flat says so (NULL), the node-by-node path converts."""
+    import rpy2.rinterface as ri
+
+    from crosscheck import rbridge
+
+    with R._converting():
+        assert rbridge._call_raw("cc_flat", R._guarded("cc_eval", R._parse("list(1i)"))) is ri.NULL
+    assert R.eval("list(a = 1i)") == {"a": 1j}
+
+
 def test_python_values_convert_to_r(R):
     R.assign("m", np.arange(6.0).reshape(2, 3))
     assert R.eval("identical(m, matrix(c(0, 3, 1, 4, 2, 5), 2))") is True
