@@ -66,13 +66,18 @@ class PirlsTrace:
 
 
 def saturated(case: Case) -> float:
-    """−2 log L of the saturated model, from the data (NaN where undefined or not computable)."""
+    """−2 log L of the saturated model, from the data (NaN where undefined or not computable):
+    from the case's model (`_model`, which the reference's fits then share), else, where no
+    model can be fitted (a constant response), from the response alone."""
     try:
-        design = build_design(case.formula, case.data, weights=case.weights, offset=case.offset)
-        resp = make_family(case.family, case.link).initialize(design.response,
-                                                               np.asarray(design.prior_weights, float))
+        resp = _model(case).response
     except REFUSALS:
-        return float("nan")
+        try:
+            design = build_design(case.formula, case.data, weights=case.weights, offset=case.offset)
+            resp = make_family(case.family, case.link).initialize(design.response,
+                                                                   np.asarray(design.prior_weights, float))
+        except REFUSALS:
+            return float("nan")
     return saturated_minus2loglik(case.family, resp.y, resp.n, resp.pw)
 
 
