@@ -355,7 +355,7 @@ def _r_data_frame(df: pd.DataFrame):
     cols = ri.ListSexpVector([_r_column(df[c]) for c in df.columns])
     frame = _call_raw("cc_make_data_frame", cols, ri.StrSexpVector(names),
                       ri.IntSexpVector([len(df)]))
-    check_column_types(df, _to_python(_call_raw("cc_column_types", frame)))
+    check_column_types(df, _converted(_call_raw("cc_column_types", frame)))
     return frame
 
 
