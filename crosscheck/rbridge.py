@@ -103,12 +103,16 @@ def _vector(x) -> np.ndarray | list:
     if x.typeof == ri.RTYPES.CPLXSXP:
         return np.array(list(x), dtype=np.complex128)
     if x.typeof in (ri.RTYPES.INTSXP, ri.RTYPES.LGLSXP):
-        raw = _buffer(x, np.int64)
-        na = raw == -(2**31)
-        if na.any():
-            return np.where(na, np.nan, raw.astype(np.float64))
-        return raw.astype(bool) if x.typeof == ri.RTYPES.LGLSXP else raw
+        return _integers(_buffer(x, np.int64), x.typeof == ri.RTYPES.LGLSXP)
     raise RBridgeError(f"cannot convert R vector of type {x.typeof.name}")
+
+
+def _integers(raw: np.ndarray, logical: bool) -> np.ndarray:
+    """An integer or logical vector's numbers: int64 or bool, float64 with nan where any is NA."""
+    na = raw == -(2**31)
+    if na.any():
+        return np.where(na, np.nan, raw.astype(np.float64))
+    return raw.astype(bool) if logical else raw
 
 
 def _scalar(v):
@@ -122,10 +126,12 @@ def _classes(x) -> list[str]:
 
 
 def _factor(x) -> pd.Categorical:
-    codes = _buffer(x, np.int64)
-    codes = np.where(codes == -(2**31), -1, codes - 1)
-    levels = _strings(_attr(x, "levels"))
-    return pd.Categorical.from_codes(codes, categories=levels, ordered="ordered" in _classes(x))
+    return _categorical(_buffer(x, np.int64), _strings(_attr(x, "levels")), "ordered" in _classes(x))
+
+
+def _categorical(codes: np.ndarray, levels: list, ordered: bool) -> pd.Categorical:
+    """A factor from its 1-based codes (NA: -2^31) and levels."""
+    return pd.Categorical.from_codes(np.where(codes == -(2**31), -1, codes - 1), categories=levels, ordered=ordered)
 
 
 def _data_frame(x) -> pd.DataFrame:
@@ -153,26 +159,33 @@ def _sparse(x) -> sp.csc_matrix:
 
 def _list(x):
     names = _attr(x, "names")
-    items = [_to_python(e) for e in x]
+    return _named(None if names is None else _strings(names), [_to_python(e) for e in x])
+
+
+def _named(names: list | None, items: list):
+    """A list's items: a dict by name (an empty name its position, `[[k]]`), or the list itself."""
     if names is None:
         return items
-    keys = [n if n else f"[[{k + 1}]]" for k, n in enumerate(_strings(names))]
+    keys = [n if n else f"[[{k + 1}]]" for k, n in enumerate(names)]
     if len(set(keys)) != len(keys):
         raise RBridgeError(f"R list has duplicated names: {keys}")
     return dict(zip(keys, items))
 
 
 def _atomic(x):
-    dim = _attr(x, "dim")
-    values = _vector(x)
-    if dim is not None:
-        shape = tuple(int(d) for d in _vector(dim))
-        return np.asarray(values, dtype=object if isinstance(values, list) else None).reshape(
-            shape, order="F")
-    names = _attr(x, "names")
+    dim, names = _attr(x, "dim"), _attr(x, "names")
+    return _shaped(_vector(x), None if dim is None else tuple(int(d) for d in _vector(dim)),
+                   None if names is None else _strings(names), lambda: bool(x.list_attrs()))
+
+
+def _shaped(values, dim: tuple | None, names: list | None, attributed):
+    """An atomic vector's values as the table says: an array of `dim`, a dict by `names`, a scalar
+    (length 1, no attribute: `attributed()` false, asked only then), else the values."""
+    if dim:
+        return np.asarray(values, dtype=object if isinstance(values, list) else None).reshape(dim, order="F")
     if names is not None:
-        return {n: _scalar(v) for n, v in zip(_strings(names), values)}
-    if len(values) == 1 and not x.list_attrs():
+        return {n: _scalar(v) for n, v in zip(names, values)}
+    if len(values) == 1 and not attributed():
         return _scalar(values[0])
     return values
 
@@ -227,13 +240,7 @@ class _Flat:
         if kind == FLAT_LIST:
             n, named = self._take("node", 2)
             names = self._take("chr", n) if named else None
-            items = [self.value() for _ in range(n)]
-            if names is None:
-                return items
-            keys = [name if name else f"[[{k + 1}]]" for k, name in enumerate(names)]
-            if len(set(keys)) != len(keys):
-                raise RBridgeError(f"R list has duplicated names: {keys}")
-            return dict(zip(keys, items))
+            return _named(names, [self.value() for _ in range(n)])
         if kind == FLAT_FACTOR:
             return self._factor()
         if kind == FLAT_DATA_FRAME:
@@ -250,19 +257,11 @@ class _Flat:
             i, p = self._take("int", nnz), self._take("int", ncol1)
             return sp.csc_matrix((self._take("num", nnz).copy(), i, p), shape=(nrow, ncol))
         values, names, attributes, dim = self._atomic(kind)
-        if dim:
-            return np.asarray(values, dtype=object if isinstance(values, list) else None).reshape(dim, order="F")
-        if names is not None:
-            return {n: _scalar(v) for n, v in zip(names, values)}
-        if len(values) == 1 and not attributes:
-            return _scalar(values[0])
-        return values
+        return _shaped(values, dim, names, lambda: attributes)
 
     def _factor(self) -> pd.Categorical:
         n, nlevels, ordered = self._take("node", 3)
-        codes = self._take("int", n)
-        codes = np.where(codes == -(2**31), -1, codes - 1)
-        return pd.Categorical.from_codes(codes, categories=self._take("chr", nlevels), ordered=bool(ordered))
+        return _categorical(self._take("int", n), self._take("chr", nlevels), bool(ordered))
 
     def _atomic(self, kind: int):
         """(values as `_vector` gives them, names or None, whether it has attributes, dim)."""
@@ -274,10 +273,7 @@ class _Flat:
         elif kind == FLAT_CHARACTER:
             values = self._take("chr", n)
         else:
-            raw = self._take("int", n)
-            na = raw == -(2**31)
-            values = (np.where(na, np.nan, raw.astype(np.float64)) if na.any()
-                      else raw.astype(bool) if kind == FLAT_LOGICAL else raw.copy())
+            values = _integers(self._take("int", n).copy(), kind == FLAT_LOGICAL)
         return values, names, attributes, dim
 
 

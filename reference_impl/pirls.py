@@ -89,8 +89,17 @@ class Cut:
     beta: np.ndarray
     eta: np.ndarray
     drsum: float
-    pdev: float
     trace: list
+
+    @property
+    def pdev(self) -> float:
+        return self.trace[-1][0]
+
+
+def _resumed(cut: Cut | None) -> tuple[int, float, float, list]:
+    """The loop's state before its first iteration: (iteration, oldpdev, drsum, trace so far), a
+    fresh run's or, with `cut`, the cut run's."""
+    return (0, DBL_MAX, np.nan, []) if cut is None else (cut.iterations, cut.pdev, cut.drsum, list(cut.trace))
 
 
 def pirls(model, theta, eta, offset, u_prev, beta_prev, u_only: bool, mode: str = "lme4",
@@ -161,8 +170,7 @@ def _compiled_pirls(model, blocks, theta, eta, offset, u_prev, beta_prev, u_only
     b, nb = blocks
     rows, vals = model.LamtZt_columns(theta)
     resp = model.response
-    it0, oldpdev, drsum0, trace = (0, DBL_MAX, np.nan, []) if cut is None else (cut.iterations, cut.pdev,
-                                                                                 cut.drsum, cut.trace)
+    it0, oldpdev, drsum0, trace = _resumed(cut)
     try:
         (status, u, beta, eta, mu, sqrtW, ldL2, drsum, iterations, pdevs, halvings, etas,
          stuck) = compiled.pirls_loop(*compiled.codes(model.family), exact, u_only, float(tol), int(maxit),
@@ -172,8 +180,7 @@ def _compiled_pirls(model, blocks, theta, eta, offset, u_prev, beta_prev, u_only
         raise compiled.asynchronous(e) from None
     trace = trace + list(zip(pdevs.tolist(), halvings.tolist()))
     if status == compiled.MAXIT:
-        raise _not_converged(exact and _diverging(trace, etas.tolist()), trace,
-                             Cut(iterations, u, beta, eta, drsum, trace[-1][0], trace))
+        raise _not_converged(exact and _diverging(trace, etas.tolist()), Cut(iterations, u, beta, eta, drsum, trace))
     if status != compiled.OK:
         raise PirlsError(ERRORS[status])
 
@@ -226,8 +233,7 @@ def _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol
         return drsum, drsum + float(u @ u)
 
     converged, stuck = False, False
-    it0, oldpdev, drsum, trace = (0, DBL_MAX, np.nan, []) if cut is None else (cut.iterations, cut.pdev,
-                                                                               cut.drsum, list(cut.trace))
+    it0, oldpdev, drsum, trace = _resumed(cut)
     etas = []                          # exact mode: max |η| after each step that did not settle
     for it in range(it0, maxit):
         olddelu, olddelb, oldeta, oldmu, olddrsum = u, beta, eta, mu, drsum
@@ -295,8 +301,7 @@ def _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol
             raise PirlsError(HALVINGS_FAILED)
         oldpdev = pdev
     if not converged:
-        raise _not_converged(exact and _diverging(trace, etas), trace,
-                             Cut(maxit, u, beta, eta, drsum, oldpdev, trace))
+        raise _not_converged(exact and _diverging(trace, etas), Cut(maxit, u, beta, eta, drsum, trace))
     if exact:
         _, _, sqrtW = weights(eta, mu)
         decomp = Decomposition(pred.factor(sqrtW), X, sqrtW)
@@ -327,7 +332,7 @@ def newton_weights(fam, resp, eta, mu, mueta, V, sqrtW, r):
     return np.sqrt(Wstep), r * (W / Wstep)
 
 
-def _not_converged(diverging: bool, trace, cut: Cut) -> PirlsError:
+def _not_converged(diverging: bool, cut: Cut) -> PirlsError:
     """lme4's maxit refusal (exact mode: saying so where PIRLS runs off to infinity, NO_MODE),
     carrying where the run stopped (`cut`)."""
     e = PirlsError(NOT_CONVERGED + (NO_MODE if diverging else ""))
