@@ -17,24 +17,43 @@ from pathlib import Path
 
 import pytest
 
+from crosscheck import sources
 from crosscheck.case import Case
 from crosscheck.datasets import readme_example
 from crosscheck.diagnose import VERDICT_OF_STAGE
-from crosscheck.distributed import FREE_HTTP_PORT, DaskExecutor
-from crosscheck.store import Store
+from crosscheck.distributed import FREE_HTTP_PORT, WORKER_DIED, DaskExecutor
+from crosscheck.executors import failed
+from crosscheck.store import Store, case_digest
 from crosscheck.sweep import SweepConfig, start, sweep
 from reliability import interrupted_cleanly
 
-# 8 generated cases: gen:dask:0 and gen:dask:2 (their comparisons measure the noise band) take 2–3 s
-# each on an idle machine, 8–11 s on a busy one, the others 0.1–0.5 s (gen:dask:3 0.1 s) and over
-# 1 s on a busy one: the two are past a limit of LIMIT s, and on a busy machine others too.
-LIMIT = 1.2
-PAST_LIMIT = ["run", "--cases", "8", "--seed", "dask", "--max-groups", "6", "--datasets", "none",
-              "--nagq", "0", "--mode", "lme4", "--case-timeout", str(LIMIT), "--workers", "2",
-              "--shrink", "0"]
-# gen:dask:0 and :2 ran past LIMIT with numpy's PIRLS; the compiled one brings :2 to the limit
-# itself (1.14 s), so these sweeps run numpy's: what is tested is the killing, not the speed
+# A sweep past its case limit: six quick generated cases (0.1–0.5 s each on an idle machine without
+# the noise band's refits) and two case files that hang by construction — FIFOs written once, for
+# the check `run --case` makes before the sweep starts, and never again, so their workers block
+# opening them. LIMIT is 20× the quick cases' time: who is killed does not depend on the machine's
+# speed or load. The sweeps run numpy's PIRLS: the compiled kernels compile (or load from numba's
+# cache) in each new worker's first case, seconds that would count against its limit.
+LIMIT = 10.0
+HUNG = ("hung0", "hung1")
+QUICK = [f"gen:dask:{i}" for i in range(6)]
 NUMPY_PIRLS = {**os.environ, "GLMM_REFERENCE_KERNELS": "numpy"}
+
+
+def past_limit(tmp_path: Path) -> list[str]:
+    """`crosscheck run`'s arguments for that sweep; each hung case file is fed once, from a thread."""
+    doc = Case.make(readme_example(), "y ~ x1 + (1 | subject)", "binomial", nagq=(0,)).to_json()
+    files = []
+    for name in HUNG:
+        fifo = tmp_path / f"{name}.json"
+        os.mkfifo(fifo)
+        threading.Thread(target=fifo.write_text, args=(json.dumps(doc),), daemon=True).start()
+        files += ["--case", str(fifo)]
+    return ["run", "--cases", str(len(QUICK)), "--seed", "dask", "--max-groups", "6", "--datasets", "none",
+            *files, "--nagq", "0", "--mode", "lme4", "--noise", "none", "--case-timeout", str(LIMIT),
+            "--workers", "2", "--shrink", "0", "--store", str(tmp_path / "s.sqlite"),
+            "--out", str(tmp_path / "out")]
+
+
 CONFIG = SweepConfig(cases=4, seed="dask", max_groups=6, datasets=("cbpp",), nagq=(0, 1),
                      modes=("lme4", "exact"))
 
@@ -171,22 +190,29 @@ def test_cases_past_their_limit_are_killed_and_the_rest_run_on_restarted_workers
     its limit; the nannies restart the workers, the other cases run, the run finishes. Before, a
     restarted worker started R (a worker plugin) within its nanny's 5 s (death_timeout): under load
     it did not, the nannies gave up, and the sweep waited forever for workers."""
-    db = tmp_path / "s.sqlite"
-    p = subprocess.run([sys.executable, "-m", "crosscheck.cli", *PAST_LIMIT, "--store", str(db),
-                        "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=150,
-                       env=NUMPY_PIRLS)
+    p = subprocess.run([sys.executable, "-m", "crosscheck.cli", *past_limit(tmp_path)],
+                       capture_output=True, text=True, timeout=240, env=NUMPY_PIRLS)
     assert p.returncode == 0, p.stderr
-    stored = cases(db)
-    assert stored.keys() == {f"gen:dask:{i}" for i in range(8)}
-    killed = {k for k, (status, _, _) in stored.items() if status == "crash"}
-    assert {"gen:dask:0", "gen:dask:2"} <= killed and len(killed) < 8, stored
-    for key in killed:
-        _, error, seconds = stored[key]
-        assert f"time limit of {LIMIT} s" in error and LIMIT <= seconds < LIMIT + 3, stored[key]
-    assert all(stored[k][:2] == ("done", None) for k in stored.keys() - killed), stored
-    with sqlite3.connect(db) as con:          # a killed generated case is stored as drawn: name, digest, data
-        rows = con.execute("SELECT case_key, name, digest, case_json FROM cases WHERE status = 'crash'").fetchall()
-    assert rows and all(name == key and len(digest) == 16 and case for key, name, digest, case in rows), rows
+    stored = cases(tmp_path / "s.sqlite")
+    assert stored.keys() == {*QUICK, *(f"file:{name}" for name in HUNG)}
+    for name in HUNG:
+        status, error, seconds = stored[f"file:{name}"]
+        assert status == "crash" and f"time limit of {LIMIT} s" in error, stored
+        assert LIMIT <= seconds < LIMIT + 3, stored
+    assert all(stored[k][:2] == ("done", None) for k in QUICK), stored
+
+
+def test_a_generated_case_whose_worker_died_is_stored_as_drawn(tmp_path):
+    """A killed generated case is drawn again in the sweep's process: its row has the name, digest
+    and data the worker would have stored."""
+    job = SweepConfig(cases=1, seed="dask", max_groups=6, datasets=(), nagq=(0,)).jobs()[0]
+    store = Store(tmp_path / "s.sqlite")
+    run_id = start(store, SweepConfig())
+    store.add(run_id, failed(job, "crash", WORKER_DIED.format(LIMIT), time.monotonic()))
+    drawn = sources.document(sources.build(job.source, job.nagq))
+    with sqlite3.connect(tmp_path / "s.sqlite") as con:
+        row = con.execute("SELECT case_key, name, digest, case_json FROM cases").fetchone()
+    assert row[:3] == (job.key, job.key, case_digest(drawn)) and json.loads(row[3]) == drawn, row[:3]
 
 
 @pytest.mark.slow
@@ -194,9 +220,8 @@ def test_sigterm_while_a_killed_worker_restarts(tmp_path):
     """SIGTERM once a case past its limit is stored (its worker restarting): exit 130 within 2 s,
     the stored cases kept, the run `interrupted`."""
     db = tmp_path / "s.sqlite"
-    p = subprocess.Popen([sys.executable, "-m", "crosscheck.cli", *PAST_LIMIT, "--store", str(db),
-                          "--out", str(tmp_path / "out")], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True, env=NUMPY_PIRLS)
+    p = subprocess.Popen([sys.executable, "-m", "crosscheck.cli", *past_limit(tmp_path)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=NUMPY_PIRLS)
     assert p.stderr.readline().startswith("run ")                   # the run is in the store
     deadline = time.monotonic() + 120
     while "crash" not in {status for status, _, _ in cases(db).values()}:
