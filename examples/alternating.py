@@ -31,7 +31,8 @@ class Alternating:
     def fit(self, case, nAGQ, saturated_C=None):
         d = build_design(case.formula, case.data, weights=case.weights, offset=case.offset)
         resp = make_family(case.family, case.link).initialize(d.response, np.asarray(d.prior_weights, float))
-        X, Z, off = d.X, d.Zt.T.tocsr(), d.offset
+        X, Z, Zt, off = d.X, d.Zt.T.tocsr(), d.Zt.tocsr(), d.offset
+        Z2t = Z.multiply(Z).T.tocsr()                              # diag(Z'WZ) = (Z∘Z)'W
         y, pw, binomial = resp.y, resp.pw, case.family == "binomial"
         mean = expit if binomial else np.exp
 
@@ -40,8 +41,8 @@ class Alternating:
                 for _ in range(50):                                # PIRLS for u, β fixed
                     mu = mean(off + X @ beta + theta * (Z @ u))
                     W = pw * (mu * (1 - mu) if binomial else mu)
-                    g = theta * (Z.T @ (pw * (y - mu))) - u
-                    H = theta ** 2 * (Z.T @ (Z.multiply(W[:, None]))).diagonal() + 1
+                    g = theta * (Zt @ (pw * (y - mu))) - u
+                    H = theta ** 2 * (Z2t @ W) + 1
                     u = u + g / H
                     if np.max(np.abs(g / H)) < 1e-12:
                         break
@@ -53,7 +54,7 @@ class Alternating:
                     break
             mu = mean(off + X @ beta + theta * (Z @ u))
             W = pw * (mu * (1 - mu) if binomial else mu)
-            ldL2 = np.sum(np.log(theta ** 2 * (Z.T @ (Z.multiply(W[:, None]))).diagonal() + 1))
+            ldL2 = np.sum(np.log(theta ** 2 * (Z2t @ W) + 1))
             if binomial:
                 m = np.round(pw)
                 ll = gammaln(m + 1) - gammaln(m * y + 1) - gammaln(m - m * y + 1)
