@@ -31,7 +31,7 @@ def stored(db, run_id):
 def test_sigkill_mid_run_then_resume_stores_every_case_once(tmp_path):
     db, out = tmp_path / "r.sqlite", tmp_path / "out"
     args = ["run", "--cases", "8", "--seed", "kill", "--max-groups", "6", "--datasets", "none",
-            "--nagq", "0,1", "--mode", "lme4", "--workers", "1", "--shrink", "0",
+            "--nagq", "0,1", "--mode", "lme4", "--noise", "none", "--workers", "1", "--shrink", "0",
             "--store", str(db), "--out", str(out)]
     p = subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          text=True, env=ENV)
