@@ -159,9 +159,9 @@ class Diagnoser:
             outside = [d for d in diffs if d.gating and not d.ok]
             refits = self.noise == "all" or k > 1       # stage 1's quantities move with evaluations only
             if out.noise is None and k > 0 and (self.noise == "all" or (outside and self.noise == "failing")):
-                out.noise = self.band(nAGQ, mode, py, r, tol, refits)
-            elif out.noise is not None and outside and refits and out.noise.refitted < out.noise.orders:
-                self.refits_into(out.noise, nAGQ, mode, py, r, tol)
+                out.noise = self.band(nAGQ, mode, py, r, tol, self.noise == "all")
+            if out.noise is not None and outside and refits and out.noise.refitted < out.noise.orders:
+                self.refits_into(out.noise, nAGQ, mode, py, r, tol, outside)
             if out.noise is not None:
                 if k == 2:
                     out.noise.apart = any(not d.ok for d in diffs if d.quantity.startswith(("theta[", "fixef[")))
@@ -260,10 +260,20 @@ class Diagnoser:
         band.seconds = time.perf_counter() - t0
         return band
 
-    def refits_into(self, band: NoiseBand, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol) -> None:
-        """The refits on the row orders `band` has measured at stage 1's points only."""
+    def refits_into(self, band: NoiseBand, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol,
+                    outside: list[Diff]) -> None:
+        """The refits on the row orders `band` has measured at stage 1's points only, one order at
+        a time until each of the differences `outside` their tolerance is within noise. A band
+        only widens with each order (a largest spread), so a difference within noise after some
+        orders is within noise after all of them: the verdict is the one all refits give, and
+        the refits a sweep needs where the first order already covers a difference are one, not
+        ROW_ORDERS. The band's numbers are then those of the orders refitted (`refitted`)."""
         t0 = time.perf_counter()
-        self._row_orders_into(band, range(band.refitted, band.orders), nAGQ, mode, py, r, tol, True, evaluate=False)
+        for j in range(band.refitted, band.orders):
+            self._row_orders_into(band, (j,), nAGQ, mode, py, r, tol, True, evaluate=False)
+            band.annotate(outside)
+            if all(d.within_noise for d in outside):
+                break
         band.seconds += time.perf_counter() - t0
 
     def widen(self, band: NoiseBand, nAGQ: int, mode: str, py: FitResult, r: FitResult, tol) -> None:

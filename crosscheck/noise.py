@@ -7,7 +7,8 @@ The perturbations (`Diagnoser.band`):
   evaluated at stage 1's parameter vectors (each order's own lp0 from R, on both sides, §3.3);
   `MORE_ORDERS` more where a difference stands just beyond the band (`borderline`); the refits
   move the optimum and what follows from it (stages 2–3), the evaluations stage 1's quantities,
-  so where only stage 1 needs a band the refits are left out (`NoiseBand.refitted`);
+  so where only stage 1 needs a band the refits are left out (`NoiseBand.refitted`), and a sweep
+  refits one order at a time until its differences are within noise (`Diagnoser.refits_into`);
 - the optimizer's rounding: both deviance functions at those vectors moved by a few ulps (`ulp_moved`);
 - lme4 mode: the reference's deviance function with PIRLS's stopping test moved by its own
   rounding (`stopping_rounded`);
