@@ -17,7 +17,7 @@ import click
 from reference_impl.errors import ModelError, PirlsError
 
 from .case import Case, read_table, r_dataset_name
-from .interrupt import stoppable
+from .interrupt import exit_now, stoppable
 from .rbridge import RBridgeError
 from .validate import check_case
 
@@ -39,7 +39,7 @@ def fails_cleanly(command):
             sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            exit_now(EXIT_INTERRUPTED)
         except Exception as e:                  # noqa: BLE001 — the harness's own failure, named
             click.echo(f"harness error: {type(e).__name__}: {e}", err=True)
             sys.exit(EXIT_ERROR)
