@@ -150,7 +150,8 @@ def mu_eta(link, eta):
 @_jit
 def mu_eta2(link, eta):
     if link == LOGIT:
-        return _dlogis(eta) * math.tanh(-0.5 * eta)
+        e = np.exp(-abs(eta))
+        return math.copysign(e * (1.0 - e) / ((1.0 + e) * (1.0 + e) * (1.0 + e)), -eta)
     if link == PROBIT:
         return -eta * (np.exp(-0.5 * eta * eta) / SQRT_2PI)
     if link == CLOGLOG:
@@ -196,6 +197,8 @@ def dvariance(fam, mu):
 
 @_jit
 def _ylogy(y, m):
+    if y == 0.0:                 # no log (families.py: one log per row of a 0/1 response)
+        return 0.0
     v = y / m
     if v == 0.0:
         v = 1.0

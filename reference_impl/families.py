@@ -59,6 +59,17 @@ def _dlogis(eta: Array) -> Array:
     return e / (1.0 + e) ** 2
 
 
+def _d2logis(eta: Array) -> Array:
+    """μ'' = μ'(1 − 2μ) = −sign(η) e(1 − e)/(1 + e)³, e = exp(−|η|): `_dlogis` times tanh(−η/2)
+    on the same exp (1 − e loses digits only where μ'' is near 0)."""
+    e = np.exp(-np.abs(eta))
+    d = np.subtract(1.0, e)
+    d *= e
+    e += 1.0
+    d /= e * e * e
+    return np.copysign(d, -eta, out=d)
+
+
 def _through_nan(f: Callable[[Array], Array]) -> Callable[[Array], Array]:
     """`f` evaluated through NaN and ±inf outside its domain, as R and lme4's C++ do, without
     numpy's warnings: PIRLS's NaN test decides (§3.2)."""
@@ -76,7 +87,7 @@ LINKS: dict[str, Link] = {
     "logit": Link("logit", special.logit,
                   lambda eta: _at_least_eps(_clamp01(_plogis(eta))),
                   lambda eta: _at_least_eps(_dlogis(eta)),
-                  lambda eta: _dlogis(eta) * np.tanh(-0.5 * eta)),          # μ'(1 − 2μ)
+                  _d2logis),
     "probit": Link("probit", special.ndtri,
                    lambda eta: _clamp01(special.ndtr(eta)),
                    _phi,
@@ -117,6 +128,14 @@ def _ylogy(y: Array, m: Array) -> Array:
     v += v == 0.0                                   # log 1 = 0 there
     np.log(v, out=v)
     v *= y
+    return v
+
+
+def _mu_or_complement(sign: Array, mu: Array) -> Array:
+    """μ where `sign` is 1, 1 − μ where it is −1, both exactly (±μ plus 0 or 1): the probability
+    of a 0/1 response's own outcome, whose log is the only nonzero term of devResid and aic."""
+    v = np.multiply(sign, mu)
+    v += 0.5 * (1.0 - sign)
     return v
 
 
@@ -215,9 +234,15 @@ class Binomial(Family):
         return 1.0 - 2.0 * mu
 
     def devresid(self, y, mu, pw):
+        """`2 pw (y log(y/μ) + (1 − y) log((1 − y)/(1 − μ)))`; for a 0/1 response one of the two
+        terms is 0, the other `log(1/μ)` or `log(1/(1 − μ))`: one log per row, the same digits."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            dev = _ylogy(y, mu)
-            dev += _ylogy(1.0 - y, 1.0 - mu)
+            if np.all((y == 0.0) | (y == 1.0)):
+                dev = _mu_or_complement(2.0 * y - 1.0, mu)
+                np.log(np.divide(1.0, dev, out=dev), out=dev)
+            else:
+                dev = _ylogy(y, mu)
+                dev += _ylogy(1.0 - y, 1.0 - mu)
         dev *= 2.0 * pw
         return dev
 
@@ -230,6 +255,15 @@ class Binomial(Family):
         used = slice(None) if np.all(c != 0) else c != 0       # rows with c = 0 add nothing
         with np.errstate(divide="ignore", invalid="ignore"):
             lchoose = special.gammaln(m + 1) - special.gammaln(yy + 1) - special.gammaln(m - yy + 1)
+        if np.all((yy == 0) | (yy == m)):          # all successes or all failures (0/1 data):
+            sign = np.where(yy > 0, 1.0, -1.0)      # m log μ or m log(1 − μ), lchoose 0, one log per row
+
+            def aic(mu, dev):
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    v = _mu_or_complement(sign, mu)
+                    log_dbinom = np.multiply(m, np.log(v, out=v), out=v)
+                return -2.0 * float((c * log_dbinom)[used].sum())
+            return aic
         successes, failures = _xlogy_factor(yy), _xlogy_factor(m - yy)
 
         def aic(mu, dev):
