@@ -116,6 +116,7 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
             diagnoser.adopt(nAGQ, r)
             if referee and nAGQ == 1 and tmb is None:
                 tmb = GlmmTMBSide(r_side.session, r_side.timeout).fit(case, 1, C)
+            fits = {}                         # mode → (its fit, seconds, its place in `results`)
             for impl in impls:
                 mode = impl.name
                 unclaimed = impl.capabilities.unsupported(case, nAGQ)
@@ -126,7 +127,10 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
                     continue
                 t0 = time.perf_counter()
                 py = impl.fit(case, nAGQ, C, **_glmer_start(impl, r, diagnoser, nAGQ))
-                t_py = time.perf_counter() - t0
+                fits[mode] = py, time.perf_counter() - t0, len(results)
+                results.append(None)
+            diagnoser.expect(nAGQ, {mode: py for mode, (py, _, _) in fits.items()})
+            for mode, (py, t_py, slot) in fits.items():
                 t0 = time.perf_counter()
                 diagnosis = _diagnose(diagnoser, nAGQ, mode, py, r)
                 timings = {"r_fit": t_r, "python_fit": t_py, "diagnosis": time.perf_counter() - t0,
@@ -137,7 +141,7 @@ def compare_case(case: Case, modes=("lme4",), policy: Policy | None = None,
                     comparison.referee = tmb
                     comparison.referee_diffs = referee_diffs(tmb, r, py)
                     comparison.diagnosis.notes += referee_notes(case)
-                results.append(comparison)
+                results[slot] = comparison
     finally:
         diagnoser.close()
     versions = {**python_versions(), **{f"R:{k}" if k != "R" else k: v

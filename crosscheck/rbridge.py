@@ -404,6 +404,7 @@ class RSession:
 
     _instance: ClassVar[RSession | None] = None
     _lock: ClassVar[threading.RLock] = threading.RLock()
+    _versions: dict[str, str] | None = None          # R's answer to `versions()`, kept
 
     def __init__(self) -> None:
         raise TypeError("use RSession.get()")
@@ -550,17 +551,19 @@ class RSession:
         return self.call("cc_devfun_trace", id=devfun_id,
                          pars=np.asarray(pars, dtype=np.float64).ravel(), timeout=timeout)
 
-    def devfun_drop(self, devfun_id: str) -> dict:
-        """Forget a registered deviance function."""
-        return self.call("cc_devfun_drop", id=devfun_id)
+    def devfun_drop(self, *devfun_ids: str) -> dict:
+        """Forget registered deviance functions (in one call)."""
+        return self.call("cc_devfun_drop", id=list(devfun_ids))
 
     def dataset(self, pkg: str, name: str) -> pd.DataFrame:
         """Data set `name` of the installed R package `pkg` (e.g. "lme4", "cbpp")."""
         return self.call("cc_dataset", pkg, name)
 
     def versions(self) -> dict[str, str]:
-        """Versions of R, lme4, Matrix, minqa (and glmmTMB if installed)."""
-        return self.call("cc_versions")
+        """Versions of R, lme4, Matrix, minqa (and glmmTMB if installed), asked of R once."""
+        if self._versions is None:
+            self._versions = self.call("cc_versions")
+        return dict(self._versions)
 
     def _run(self, thunk, timeout: float | None = None):
         """Run `thunk` (the lock is held), translating R failures, enforcing `timeout`, and

@@ -234,13 +234,10 @@ class RSide:
     def __init__(self, session: RSession | None = None, timeout: float | None = None):
         self.session = session or RSession.get()
         self.timeout = timeout
-        self._versions: dict[str, str] | None = None
 
     @property
     def versions(self) -> dict[str, str]:
-        if self._versions is None:
-            self._versions = self.session.versions()
-        return self._versions
+        return self.session.versions()
 
     def _args(self, case: Case) -> dict:
         return dict(link=case.link, weights=case.weights, offset=case.offset,
@@ -297,8 +294,9 @@ class RSide:
         return PirlsTrace([float(x) for x in v["pdev"]], [int(h) for h in v["halvings"]], ev,
                           v["error"], list(v["lines"]))
 
-    def drop(self, devfun: dict) -> None:
-        self.session.devfun_drop(devfun["id"])
+    def drop(self, *devfuns: dict) -> None:
+        if devfuns:
+            self.session.devfun_drop(*(f["id"] for f in devfuns))
 
 
 class GlmmTMBSide:

@@ -291,9 +291,10 @@ cc_devfun_eval <- function(id, pars) {
   })
 }
 
+# Forget the deviance functions named in `id` (one or several: a case's are dropped in one call).
 cc_devfun_drop <- function(id) {
   cc_capture({
-    cc_devfun_get(id)
+    for (i in id) cc_devfun_get(i)
     rm(list = id, envir = cc_devfuns)
     TRUE
   })
@@ -385,12 +386,20 @@ cc_dataset <- function(pkg, name) {
   as.data.frame(get(name, envir = env))
 }
 
-cc_versions <- function() {
-  pkgs <- c("lme4", "Matrix", "minqa", "glmmTMB")
-  pkgs <- pkgs[nzchar(vapply(pkgs, function(p) system.file(package = p), ""))]
-  c(R = paste(R.version$major, R.version$minor, sep = "."),
-    vapply(pkgs, function(p) utils::packageDescription(p, fields = "Version"), ""))
-}
+# Read once per R session (every fit's record carries them; reading the DESCRIPTION files took
+# ~5 ms a call): the packages loaded in a session do not change.
+cc_versions <- local({
+  known <- NULL
+  function() {
+    if (is.null(known)) {
+      pkgs <- c("lme4", "Matrix", "minqa", "glmmTMB")
+      pkgs <- pkgs[nzchar(vapply(pkgs, function(p) system.file(package = p), ""))]
+      known <<- c(R = paste(R.version$major, R.version$minor, sep = "."),
+                  vapply(pkgs, function(p) utils::packageDescription(p, fields = "Version"), ""))
+    }
+    known
+  }
+})
 
 # --------------------------------------------------------------------------------------------
 # command line
