@@ -63,7 +63,7 @@ def timed_sweep(config: SweepConfig, workers: int) -> dict[str, float]:
 
 
 def _results(finished):
-    for _, result, error in finished:
+    for _, result, error, _ in finished:
         if error is not None:
             raise RuntimeError(error)
         yield result

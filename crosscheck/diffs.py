@@ -60,6 +60,11 @@ class Diff:
 def plain(v):
     """Numbers, numpy values, dicts, lists and arrays of them as plain JSON values (non-finite
     floats as text: JSON has no inf/nan)."""
+    t = type(v)
+    if t is str or t is int or t is bool or v is None:          # the common cases first
+        return v
+    if t is float:
+        return v if math.isfinite(v) else str(v)
     if isinstance(v, dict):
         return {k: plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):

@@ -2,16 +2,20 @@
 
 `DaskRunner(workers=N)` starts a `LocalCluster` (processes, `threads_per_worker=1`: R is single
 threaded and one embedded R lives in each worker process); `DaskRunner(scheduler="tcp://…")`
-joins an existing cluster. `imap_unordered(fn, items)` yields `(item, result, error)` as cases
-finish, so the caller can store each result at once.
+joins an existing cluster. `imap_unordered(fn, items)` yields `(item, result, error, started)`
+as cases finish, so the caller can store each result at once.
 
 A worker gets cases once R runs in it (`_prepare`: neither R's start nor the import of `fn`
-counts against a case's time limit), one per thread: the scheduler would queue a case behind a
-running one, and a worker that dies takes every case assigned to it. An item is taken from
-`items` the moment it is handed to a worker. The loop wakes when a case finishes and hands the
-worker its next case before the caller stores the finished one, so workers do not wait on the
-store (with a fixed poll and the store first they idled ~0.2 s per case: 28 % harness overhead
-against 12 % now, one worker, `benchmarks/sweep.py`'s cases).
+counts against a case's time limit): one per thread and AHEAD more, queued on the worker behind
+the running ones, so that the next begins as one ends (handing it over only then cost a round
+trip through the scheduler, ~12 ms, per case). A worker that dies takes every case assigned to
+it: those that had not begun (a case of that worker was ahead of them) are handed out again,
+which is no retry of a case that may have killed its worker. Work stealing is off in a local
+cluster, so a case stays on the worker it was handed to (on an existing cluster a case that died
+on another worker counts as begun). An item is taken from `items` the moment it is handed to
+a worker. The loop wakes when a case finishes and refills the worker before the caller stores
+the finished one, so workers do not wait on the store (with a fixed poll and the store first
+they idled ~0.2 s per case: 28 % harness overhead, one worker, `benchmarks/sweep.py`'s cases).
 
 Faults cost one case, never the sweep: a worker that dies mid-case (SIGKILL, a crash inside R) is
 not retried with the same case (`allowed-failures` = 0) and the case comes back with an error; a
@@ -28,13 +32,16 @@ import signal
 import threading
 import time
 import warnings
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 WORKER_DIED = "worker died while running this case (a crash, a kill, or its time limit of {} s)"
 RESTART_TIMEOUT = 120.0    # seconds a worker process may take to start (the nannies' death_timeout)
 POLL = 0.1                 # seconds between looks at the cases in flight and the workers
+# cases handed to a worker beyond its threads, queued there behind the running ones: the next
+# begins as one ends, without the ~12 ms round trip through the scheduler (benchmarks/sweep.py)
+AHEAD = 1
 CLOSE_TIMEOUT = 1.0        # seconds the cluster may take to close once its workers are killed
 # the scheduler's HTTP server (health checks; no dashboard) on a free port: on its default, 8787,
 # two sweeps at once warned "Port 8787 is already in use"
@@ -80,7 +87,8 @@ class DaskRunner:
         import dask
         from distributed import Client, LocalCluster
 
-        dask.config.set({"distributed.scheduler.allowed-failures": 0})   # no retry of a killer
+        # no retry of a killer; a case queued behind another stays on its worker (`_finished`)
+        dask.config.set({"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.work-stealing": False})
         if self.scheduler is None:
             self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
                                         processes=True, dashboard_address=None,
@@ -118,18 +126,22 @@ class DaskRunner:
                 os.kill(nanny.pid, signal.SIGKILL)
 
     def imap_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]
-                       ) -> Iterator[tuple[Any, Any, str | None]]:
-        """`fn(item)` for every item on the cluster; `(item, result, None)` or `(item, None,
-        error)` in the order they finish. `fn` must be importable (a module-level function)."""
+                       ) -> Iterator[tuple[Any, Any, str | None, float]]:
+        """`fn(item)` for every item on the cluster; `(item, result, None, started)` or `(item,
+        None, error, started)` in the order they finish, `started` the `time.monotonic()` at which
+        the item's case began, as seen from here. `fn` must be importable (a module-level function)."""
         from distributed import KilledWorker
 
         pending = iter(items)
+        retry: deque = deque()                     # items whose worker died before they began
         exhausted = False
         cases: dict[Any, tuple[Any, str]] = {}     # future → (item, its worker's address)
+        lines: dict[str, list] = {}                # address → its cases, in the order handed
+        started: dict[Any, float] = {}             # future → when its case began
         starting: dict[Any, str] = {}              # future of `_prepare` → worker address
         ready: set[str] = set()                    # workers with R running
         last_ready = time.monotonic()
-        while cases or not exhausted:
+        while cases or retry or not exhausted:
             threads = self.client.nthreads()       # the workers alive now
             for future in [f for f in starting if f.done()]:
                 address = starting.pop(future)
@@ -145,19 +157,54 @@ class DaskRunner:
                 last_ready = time.monotonic()
             elif time.monotonic() - last_ready > RESTART_TIMEOUT:
                 raise RuntimeError(f"no Dask worker able to take cases for {RESTART_TIMEOUT:g} s")
-            finished = [(f, cases.pop(f)[0]) for f in [f for f in cases if f.done()]]
+            finished = self._finished(cases, lines, started, retry, KilledWorker)
+            for address in [a for a, line in lines.items() if a not in threads and all(f.done() for f in line)]:
+                del lines[address]                 # a dead worker's, all resolved
             busy = Counter(address for _, address in cases.values())
             for address in ready:             # refilled before the caller stores what finished
-                while not exhausted and busy[address] < threads[address]:
-                    item = next(pending, _END)
-                    exhausted = item is _END
-                    if not exhausted:
-                        future = self._submit(address, _with_deadline, fn, item, self.timeout)
-                        cases[future] = item, address
-                        busy[address] += 1
+                while busy[address] < threads[address] + AHEAD and (retry or not exhausted):
+                    item = retry.popleft() if retry else next(pending, _END)
+                    exhausted = exhausted or item is _END
+                    if item is _END:
+                        break
+                    future = self._submit(address, _with_deadline, fn, item, self.timeout)
+                    cases[future] = item, address
+                    line = lines.setdefault(address, [])
+                    if not any(not f.done() for f in line):
+                        started[future] = time.monotonic()
+                    line.append(future)
+                    busy[address] += 1
             for future, item in finished:
-                yield item, *self._outcome(future)
+                yield (item, *self._outcome(future), started.pop(future))
             self._wait([*cases, *starting])
+
+    @staticmethod
+    def _finished(cases: dict, lines: dict, started: dict, retry: deque, KilledWorker) -> list:
+        """The cases done since the last look, (future, item), taken out of `cases`. A worker runs
+        its cases one after another in the order handed; a case its dying worker took with it
+        while another case of that worker was ahead of it had not begun: it goes to `retry`
+        (it never ran, so this is no retry of a case that may have killed its worker) and is
+        not among those returned. A case done otherwise lets the next of its worker begin."""
+        done = [f for f in cases if f.done()]
+        killed = {f for f in done if f.status == "error" and isinstance(f.exception(), KilledWorker)}
+        out = []
+        for future in sorted(done, key=lambda f: f in killed):      # the others leave their lines first
+            item, address = cases.pop(future)
+            line = lines[address]
+            if future in killed:
+                if line.index(future) > 0 and future.exception().last_worker.address == address:
+                    started.pop(future, None)
+                    retry.append(item)
+                    continue
+                started.setdefault(future, time.monotonic())
+            else:
+                started.setdefault(future, time.monotonic())
+                line.remove(future)
+                nxt = next((f for f in line if not f.done()), None)
+                if nxt is not None:
+                    started.setdefault(nxt, time.monotonic())
+            out.append((future, item))
+        return out
 
     @staticmethod
     def _wait(futures: list) -> None:
@@ -191,7 +238,7 @@ class DaskExecutor:
     """A sweep executor (crosscheck.executors: jobs in, `run_job` results out as they finish) on
     a Dask cluster: `DaskExecutor(workers=N)` local, `DaskExecutor(scheduler=ADDRESS)` existing.
     A case whose worker died or ran out of time is a `crash` result (its seconds counted from when
-    it was handed to its worker); the sweep goes on."""
+    it began); the sweep goes on."""
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None,
                  timeout: float | None = None):
@@ -200,13 +247,6 @@ class DaskExecutor:
     def __call__(self, jobs) -> Iterator[dict[str, Any]]:
         from .executors import failed, run_job
 
-        handed: dict[str, float] = {}
-
-        def handing(jobs):
-            for job in jobs:
-                handed[job.key] = time.monotonic()
-                yield job
-
         with self.runner as runner:
-            for job, result, error in runner.imap_unordered(run_job, handing(jobs)):
-                yield result if error is None else failed(job, "crash", error, handed[job.key])
+            for job, result, error, started in runner.imap_unordered(run_job, jobs):
+                yield result if error is None else failed(job, "crash", error, started)

@@ -168,8 +168,8 @@ class SubprocessPool:
 
 
 def failed(job: Job, status: str, error: str, started: float) -> dict[str, Any]:
-    """The result of a case whose worker died or ran out of time (`started`: when it was handed
-    over, `time.monotonic()`), its case drawn again here where it is a generated one."""
+    """The result of a case whose worker died or ran out of time (`started`: when it began,
+    `time.monotonic()`), its case drawn again here where it is a generated one."""
     return {"key": job.key, "status": status, "error": error, "case": sources.document_of(job.source, job.nagq),
             "seconds": time.monotonic() - started}
 

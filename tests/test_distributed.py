@@ -136,6 +136,8 @@ def test_a_worker_killed_mid_case_costs_only_that_case(tmp_path):
 
 @pytest.mark.slow
 def test_a_case_past_its_deadline_ends_its_worker_and_the_sweep_goes_on(tmp_path):
+    """One worker: the quick case waits on it behind the hung one (`AHEAD`), dies with it without
+    having begun, and is handed out again to the restarted worker: done, not a crash."""
     quick = Case.make(readme_example(), "y ~ x1 + (1 | subject)", "binomial", nagq=(0,))
     held = tmp_path / "hung.json"
     os.mkfifo(held)                                                  # nobody writes: it hangs
