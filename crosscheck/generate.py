@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import HypothesisDeprecationWarning, HypothesisException
 
 from .store import case_digest
-from .strategies import GeneratedCase, cases
+from .strategies import GeneratedCase, built, case_choices, cases
 
 _SETTINGS = dict(database=None, deadline=None, derandomize=False, max_examples=2,
                  suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
@@ -62,12 +62,14 @@ def _no_local_constants():
         providers.CONSTANTS_CACHE.cache.clear()
 
 
-def _search(run_seed: str, index: int, strategy: dict, phases, body) -> None:
+def _search(run_seed: str, index: int, strategy: dict, phases, body, build: bool = True) -> None:
+    """`body` on each example of draw `index`: built cases, or with `build` False their choices
+    (the same draws, no data made)."""
     # hypothesis makes its first random example differ from the simplest one at the first
     # choice, so that choice would never take its first value: an unused leading draw takes it
     @seed(f"{run_seed}:{index}")
     @settings(phases=phases, **_SETTINGS)
-    @given(st.integers(0, 2**32 - 1), cases(**strategy))
+    @given(st.integers(0, 2**32 - 1), (cases if build else case_choices)(**strategy))
     def search(_, case):
         body(case)
 
@@ -82,9 +84,9 @@ def _search(run_seed: str, index: int, strategy: dict, phases, body) -> None:
 
 def draw_case(run_seed: str, index: int, **strategy) -> GeneratedCase:
     """Case `index` of the sweep seeded `run_seed` (strategy: `cases()`'s keyword arguments)."""
-    drawn: list[GeneratedCase] = []
-    _search(run_seed, index, strategy, [Phase.generate], drawn.append)
-    return drawn[-1]
+    drawn: list[dict] = []
+    _search(run_seed, index, strategy, [Phase.generate], drawn.append, build=False)
+    return built(drawn[-1])          # the data of the last example only (hypothesis runs two)
 
 
 def digest(case: GeneratedCase) -> str:

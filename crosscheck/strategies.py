@@ -4,7 +4,7 @@ fit: stratum and family first, then structure, then values (issue 4; issue 13, i
 `cases()` draws a stratum (`STRATA`: "none" for half the cases, each edge case — quasi-separation,
 an all-zero group, a near-singular fit, near-collinear covariates, unbalanced groups — for a
 tenth), a family/link pair weighted by how often it is fitted (`FAMILY_LINKS`: binomial logit and
-poisson log most, every pair still drawn), a design from `designs()` (2–200 groups, most of them
+poisson log most, every pair still drawn), a design from `design_choices()` (2–200 groups, most of them
 small, a crossed or nested second factor, continuous and categorical covariates) and true values
 from `parameters()`, scaled to each pair's band of η (`_ETA`) so that μ = linkinv(η) is inside the
 family's support for every row with room to spare; then it simulates the response, with prior
@@ -149,45 +149,57 @@ def family_links(stratum: str = "none"):
 
 
 @st.composite
-def designs(draw, max_groups: int = 200, structure: str | None = None, min_groups: int = 2,
-            stratum: str = "none"):
-    """Grouping structure and covariates: min_groups..max_groups groups (on a log scale, most of
-    them small: 3 in 4 cases of 2..200 have at most 40) of about 3..10 rows, balanced (the
-    simplest, drawn first) or mildly unbalanced, or in the "unbalanced" stratum heavy-tailed with
-    a quarter singletons; a continuous covariate, maybe a categorical one and a second continuous
-    one (nearly equal to the first in the "near-collinear" stratum). Returns (structure, data,
-    fixed-effects terms, seed)."""
+def design_choices(draw, max_groups: int = 200, structure: str | None = None, min_groups: int = 2,
+                   stratum: str = "none") -> dict:
+    """The draws of a design (`design`): grouping structure, number of groups (min_groups..
+    max_groups on a log scale, most of them small: 3 in 4 cases of 2..200 have at most 40), rows
+    per group, the seed of its random values, balance, the second factor's levels, and which
+    covariates."""
     structure = structure or draw(st.sampled_from(STRUCTURES))
     n_g = round(min_groups * (max_groups / min_groups) ** (draw(st.integers(0, 100)) / 100) ** 1.5)
     m = draw(st.integers(3, 10))
     seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
-    if stratum == "unbalanced":
+    unbalanced = stratum != "unbalanced" and draw(st.booleans())
+    n_h = draw(st.integers(2, 8))
+    factor = draw(st.booleans())
+    collinear = draw(st.sampled_from([1e-2, 1e-4, 1e-6])) if stratum == "near-collinear" else None
+    second = collinear is None and draw(st.booleans())
+    return {"structure": structure, "n_g": n_g, "m": m, "seed": seed, "unbalanced": unbalanced,
+            "n_h": n_h, "factor": factor, "collinear": collinear, "second": second, "stratum": stratum}
+
+
+def design(c: dict) -> tuple[pd.DataFrame, list[str]]:
+    """The data of `design_choices` `c` and its fixed-effects terms: groups of about m rows,
+    balanced (the simplest) or mildly unbalanced, or in the "unbalanced" stratum heavy-tailed with
+    a quarter singletons; a continuous covariate, maybe a categorical one and a second continuous
+    one (nearly equal to the first in the "near-collinear" stratum)."""
+    n_g, m = c["n_g"], c["m"]
+    rng = np.random.default_rng(c["seed"])
+    if c["stratum"] == "unbalanced":
         sizes = np.minimum(np.ceil(m * rng.lognormal(0.0, 1.2, n_g)), 10 * m).astype(int)
         sizes[rng.random(n_g) < 0.25] = 1
-    elif draw(st.booleans()):
+    elif c["unbalanced"]:
         sizes = rng.integers(max(2, m // 2), m + m // 2 + 1, n_g)
     else:
         sizes = np.full(n_g, m)
     g = np.repeat(np.arange(n_g), sizes)
     N = g.size
-    n_h = draw(st.integers(2, 8))
     data = pd.DataFrame({
         "g": pd.Categorical([f"g{i:03d}" for i in g]),
-        "h": pd.Categorical([f"h{i}" for i in rng.integers(0, n_h, N)]),
+        "h": pd.Categorical([f"h{i}" for i in rng.integers(0, c["n_h"], N)]),
         "x": rng.normal(size=N),
     })
     terms = ["x"]
-    if draw(st.booleans()):                                   # categorical covariate
+    if c["factor"]:                                           # categorical covariate
         data["f"] = pd.Categorical(rng.choice(["a", "b", "c"], N), categories=["a", "b", "c"])
         terms.append("f")
-    if stratum == "near-collinear":
-        data["x2"] = data["x"] + draw(st.sampled_from([1e-2, 1e-4, 1e-6])) * rng.normal(size=N)
+    if c["collinear"] is not None:
+        data["x2"] = data["x"] + c["collinear"] * rng.normal(size=N)
         terms.append("x2")
-    elif draw(st.booleans()):                                 # a correlated second covariate
+    elif c["second"]:                                         # a correlated second covariate
         data["x2"] = 0.5 * data["x"] + rng.normal(size=N)
         terms.append("x2")
-    return structure, data, terms, seed
+    return data, terms
 
 
 @st.composite
@@ -204,21 +216,40 @@ def parameters(draw, structure: str, terms: list[str], stratum: str = "none"):
 
 
 @st.composite
-def cases(draw, max_groups: int = 200, family_link: tuple[str, str] | None = None,
-          structure: str | None = None, min_groups: int = 2, edge: str | None = None):
-    """A whole case; `family_link`, `structure` and `edge` (the stratum, "none" or one of
-    `EDGES`) pin those draws."""
+def case_choices(draw, max_groups: int = 200, family_link: tuple[str, str] | None = None,
+                 structure: str | None = None, min_groups: int = 2, edge: str | None = None) -> dict:
+    """Every draw of a case, in the order they have always been made (so the same choices give
+    the same case); `built` makes the case. `family_link`, `structure` and `edge` (the stratum,
+    "none" or one of `EDGES`) pin those draws."""
     stratum = edge or draw(strata(family_link))
     family, link = family_link or draw(family_links(stratum))
     if stratum in ZERO_STRATA and (family, link) not in ZERO_PAIRS:
         raise ValueError(f"stratum {stratum!r} is drawn with {ZERO_PAIRS}, not {(family, link)}")
-    structure, data, terms, seed = draw(designs(max_groups, structure, min_groups, stratum))
-    (lo, hi), (c_lo, c_hi) = _ETA[family, link]
-    centre = c_lo + (c_hi - c_lo) * draw(st.integers(0, 10)) / 10
-    room = min(centre - lo, hi - centre)
-    truth = draw(parameters(structure, terms, stratum))
-    rng = np.random.default_rng(seed + 1)
+    d = draw(design_choices(max_groups, structure, min_groups, stratum))
+    centre = draw(st.integers(0, 10))
+    terms = ["x", *(["f"] if d["factor"] else []), *(["x2"] if d["collinear"] is not None or d["second"] else [])]
+    truth = draw(parameters(d["structure"], terms, stratum))
     offset_kind = draw(st.sampled_from([None, "column", "formula"])) if link in _OFFSET_LINKS else None
+    weight_kind = draw(st.sampled_from([None, "prior"]))
+    kind = draw(st.sampled_from(["binary", "cbind", "proportion"])) if family == "binomial" else None
+    max_trials = draw(st.sampled_from([5, 20])) if kind in ("cbind", "proportion") else None
+    return {"stratum": stratum, "family": family, "link": link, "design": d, "centre": centre,
+            "truth": truth, "offset_kind": offset_kind, "weight_kind": weight_kind, "kind": kind,
+            "max_trials": max_trials}
+
+
+def built(c: dict) -> GeneratedCase:
+    """The case of `case_choices` `c`: the design's data, true values scaled to the pair's band
+    of η (`_ETA`), the response simulated."""
+    stratum, family, link = c["stratum"], c["family"], c["link"]
+    structure = c["design"]["structure"]
+    data, terms = design(c["design"])
+    (lo, hi), (c_lo, c_hi) = _ETA[family, link]
+    centre = c_lo + (c_hi - c_lo) * c["centre"] / 10
+    room = min(centre - lo, hi - centre)
+    truth = c["truth"]
+    rng = np.random.default_rng(c["design"]["seed"] + 1)
+    offset_kind = c["offset_kind"]
     off = np.zeros(len(data))
     if offset_kind:
         data["expo"] = rng.uniform(0.5, 2.0, len(data))
@@ -233,13 +264,18 @@ def cases(draw, max_groups: int = 200, family_link: tuple[str, str] | None = Non
              "beta": [centre, *(b * unit for b in truth["beta"])]}
     eta = centre + unit * rest + off
     assert np.all((lo <= eta) & (eta <= hi)), (family, link)
-    response, weights = _simulate(draw, data, family, LINKS[link].linkinv(eta), stratum,
-                                  draw(st.sampled_from([None, "prior"])), rng)
+    response, weights = _simulate(data, family, LINKS[link].linkinv(eta), stratum, c["kind"],
+                                  c["max_trials"], c["weight_kind"], rng)
     rhs = " + ".join([*terms, *(["offset(log(expo))"] if offset_kind == "formula" else []),
                       _RE[structure]])
     truth.update(stratum=stratum, cond_x=_cond_x(data, terms))
     return GeneratedCase(data, f"{response} ~ {rhs}", family, link, weights, structure, truth,
                          "off" if offset_kind == "column" else None, eta)
+
+
+def cases(**pins):
+    """A whole case (`case_choices`' keyword arguments pin draws)."""
+    return case_choices(**pins).map(built)
 
 
 def _linear_predictor(data: pd.DataFrame, structure: str, terms: list[str], truth: dict,
@@ -270,8 +306,9 @@ def _cond_x(data: pd.DataFrame, terms: list[str]) -> float:
     return float(np.linalg.cond(np.column_stack(columns)))
 
 
-def _simulate(draw, data: pd.DataFrame, family: str, mu: np.ndarray, stratum: str,
-              weight_kind: str | None, rng: np.random.Generator) -> tuple[str, str | None]:
+def _simulate(data: pd.DataFrame, family: str, mu: np.ndarray, stratum: str, kind: str | None,
+              max_trials: int | None, weight_kind: str | None, rng: np.random.Generator
+              ) -> tuple[str, str | None]:
     """Response columns drawn from the family at mean μ, the zeros of the stratum arranged;
     returns the formula's left-hand side and the weights column."""
     N = mu.size
@@ -279,8 +316,7 @@ def _simulate(draw, data: pd.DataFrame, family: str, mu: np.ndarray, stratum: st
     separated = data["x"].to_numpy() > 0
     weights = None
     if family == "binomial":
-        kind = draw(st.sampled_from(["binary", "cbind", "proportion"]))
-        trials = np.ones(N) if kind == "binary" else rng.integers(1, draw(st.sampled_from([5, 20])) + 1, N).astype(float)
+        trials = np.ones(N) if kind == "binary" else rng.integers(1, max_trials + 1, N).astype(float)
         succ = rng.binomial(trials.astype(int), mu).astype(float)
         if stratum == "all-zero-group":
             succ[zero_group] = 0
