@@ -14,6 +14,7 @@ and from the command line (`--tol lme4.theta=1e-4`), the command line last.
 """
 from __future__ import annotations
 
+import functools
 import math
 import tomllib
 from dataclasses import dataclass, replace
@@ -130,16 +131,23 @@ class Policy:
         policy = cls()
         path = Path(pyproject) if pyproject else None
         if path is not None and path.is_file():
-            try:
-                doc = tomllib.loads(path.read_text())
-            except tomllib.TOMLDecodeError as e:
-                raise ModelError(f"{path}: not valid TOML ({e})") from None
-            section = doc.get("tool", {}).get("crosscheck", {}).get("tolerances", {})
+            section = _pyproject_section(str(path), path.stat().st_mtime_ns)
             policy = policy.with_overrides(section, f"{path} [tool.crosscheck.tolerances]")
         return policy.with_cli(list(cli)) if cli else policy
 
     def to_json(self) -> dict[str, dict[str, float]]:
         return {k: v.to_json() for k, v in sorted(self.table.items())}
+
+
+@functools.lru_cache(maxsize=8)
+def _pyproject_section(path: str, mtime_ns: int) -> dict[str, Any]:
+    """[tool.crosscheck.tolerances] of `path`, parsed once per version of the file (a sweep's
+    worker loads the policy for every case)."""
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ModelError(f"{path}: not valid TOML ({e})") from None
+    return doc.get("tool", {}).get("crosscheck", {}).get("tolerances", {})
 
 
 def _quantities() -> set[str]:
