@@ -157,7 +157,7 @@ class DaskRunner:
                 last_ready = time.monotonic()
             elif time.monotonic() - last_ready > RESTART_TIMEOUT:
                 raise RuntimeError(f"no Dask worker able to take cases for {RESTART_TIMEOUT:g} s")
-            finished = self._finished(cases, lines, started, retry, KilledWorker)
+            finished = self._finished(cases, lines, started, retry)
             for address in [a for a, line in lines.items() if a not in threads and all(f.done() for f in line)]:
                 del lines[address]                 # a dead worker's, all resolved
             busy = Counter(address for _, address in cases.values())
@@ -170,7 +170,7 @@ class DaskRunner:
                     future = self._submit(address, _with_deadline, fn, item, self.timeout)
                     cases[future] = item, address
                     line = lines.setdefault(address, [])
-                    if not any(not f.done() for f in line):
+                    if all(f.done() for f in line):
                         started[future] = time.monotonic()
                     line.append(future)
                     busy[address] += 1
@@ -179,12 +179,13 @@ class DaskRunner:
             self._wait([*cases, *starting])
 
     @staticmethod
-    def _finished(cases: dict, lines: dict, started: dict, retry: deque, KilledWorker) -> list:
+    def _finished(cases: dict, lines: dict, started: dict, retry: deque) -> list:
         """The cases done since the last look, (future, item), taken out of `cases`. A worker runs
-        its cases one after another in the order handed; a case its dying worker took with it
-        while another case of that worker was ahead of it had not begun: it goes to `retry`
-        (it never ran, so this is no retry of a case that may have killed its worker) and is
-        not among those returned. A case done otherwise lets the next of its worker begin."""
+        its cases one after another in the order handed, so a case its dying worker took with it
+        while another case of that worker was ahead of it had not begun: it goes to `retry`, not
+        into the list. A case done otherwise lets the next one of its worker begin."""
+        from distributed import KilledWorker
+
         done = [f for f in cases if f.done()]
         killed = {f for f in done if f.status == "error" and isinstance(f.exception(), KilledWorker)}
         out = []
