@@ -197,12 +197,9 @@ def dvariance(fam, mu):
 
 @_jit
 def _ylogy(y, m):
-    if y == 0.0:                 # no log (families.py: one log per row of a 0/1 response)
+    if y == 0.0:                 # R's y_log_y: 0 whatever m, and no log
         return 0.0
-    v = y / m
-    if v == 0.0:
-        v = 1.0
-    return y * np.log(v)
+    return y * np.log(y / m)
 
 
 @_jit

@@ -122,10 +122,10 @@ LINKS: dict[str, Link] = {
 
 
 def _ylogy(y: Array, m: Array) -> Array:
-    """`y * log(y/m)` with the log term 0 where `y/m == 0` (lme4's `Y_log_Y`); m may be 0, so
-    callers hold `np.errstate(divide="ignore", invalid="ignore")`."""
-    v = np.divide(y, m)
-    v += v == 0.0                                   # log 1 = 0 there
+    """`y * log(y/m)`, 0 where y is 0 whatever m (R's `y_log_y`: 0·log(0/0) was NaN here, R's 0);
+    m may be 0, so callers hold `np.errstate(divide="ignore", invalid="ignore")`."""
+    v = np.ones(np.broadcast_shapes(np.shape(y), np.shape(m)))
+    np.divide(y, m, out=v, where=np.not_equal(y, 0.0))       # log 1 = 0 where y is 0
     np.log(v, out=v)
     v *= y
     return v

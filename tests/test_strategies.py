@@ -169,6 +169,19 @@ def test_draws_do_not_warn_when_another_thread_uses_random():
         thread.join()
 
 
+def test_a_draw_builds_the_case_that_cases_gives():
+    """draw_case builds only the last of hypothesis's examples from its choices
+    (`case_choices`); the case is the one `cases()` itself draws there."""
+    from crosscheck.generate import _search, digest
+    from hypothesis import Phase
+
+    for seed, i, strategy in [("s", 3, {"max_groups": 20}), ("t", 7, {"max_groups": 200}),
+                              ("e", 1, {"edge": "near-collinear"}), ("e", 2, {"edge": "unbalanced"})]:
+        whole = []
+        _search(seed, i, strategy, [Phase.generate], whole.append)
+        assert digest(draw_case(seed, i, **strategy)) == digest(whole[-1])
+
+
 def test_seeded_draws_are_reproducible_and_vary_with_the_index():
     a, b, other = draw_case("s", 3, max_groups=20), draw_case("s", 3, max_groups=20), draw_case("s", 4, max_groups=20)
     assert a.formula == b.formula and a.data.equals(b.data) and a.truth == b.truth
