@@ -253,8 +253,6 @@ class Binomial(Family):
         m = np.round(m)
         c = np.where(m <= 0, 0.0, pw / np.where(m <= 0, 1.0, m))
         used = slice(None) if np.all(c != 0) else c != 0       # rows with c = 0 add nothing
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lchoose = special.gammaln(m + 1) - special.gammaln(yy + 1) - special.gammaln(m - yy + 1)
         if np.all((yy == 0) | (yy == m)):          # all successes or all failures (0/1 data):
             sign = np.where(yy > 0, 1.0, -1.0)      # m log μ or m log(1 − μ), lchoose 0, one log per row
 
@@ -264,6 +262,8 @@ class Binomial(Family):
                     log_dbinom = np.multiply(m, np.log(v, out=v), out=v)
                 return -2.0 * float((c * log_dbinom)[used].sum())
             return aic
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lchoose = special.gammaln(m + 1) - special.gammaln(yy + 1) - special.gammaln(m - yy + 1)
         successes, failures = _xlogy_factor(yy), _xlogy_factor(m - yy)
 
         def aic(mu, dev):
