@@ -168,8 +168,13 @@ def design_choices(draw, max_groups: int = 200, structure: str | None = None, mi
             "n_h": n_h, "factor": factor, "collinear": collinear, "second": second, "stratum": stratum}
 
 
-def design(c: dict) -> tuple[pd.DataFrame, list[str]]:
-    """The data of `design_choices` `c` and its fixed-effects terms: groups of about m rows,
+def _terms(c: dict) -> list[str]:
+    """The fixed-effects terms of `design_choices` `c`, in the order of their columns."""
+    return ["x", *(["f"] if c["factor"] else []), *(["x2"] if c["collinear"] is not None or c["second"] else [])]
+
+
+def design(c: dict) -> pd.DataFrame:
+    """The data of `design_choices` `c` (terms: `_terms`): groups of about m rows,
     balanced (the simplest) or mildly unbalanced, or in the "unbalanced" stratum heavy-tailed with
     a quarter singletons; a continuous covariate, maybe a categorical one and a second continuous
     one (nearly equal to the first in the "near-collinear" stratum)."""
@@ -189,17 +194,13 @@ def design(c: dict) -> tuple[pd.DataFrame, list[str]]:
         "h": pd.Categorical([f"h{i}" for i in rng.integers(0, c["n_h"], N)]),
         "x": rng.normal(size=N),
     })
-    terms = ["x"]
     if c["factor"]:                                           # categorical covariate
         data["f"] = pd.Categorical(rng.choice(["a", "b", "c"], N), categories=["a", "b", "c"])
-        terms.append("f")
     if c["collinear"] is not None:
         data["x2"] = data["x"] + c["collinear"] * rng.normal(size=N)
-        terms.append("x2")
     elif c["second"]:                                         # a correlated second covariate
         data["x2"] = 0.5 * data["x"] + rng.normal(size=N)
-        terms.append("x2")
-    return data, terms
+    return data
 
 
 @st.composite
@@ -227,8 +228,7 @@ def case_choices(draw, max_groups: int = 200, family_link: tuple[str, str] | Non
         raise ValueError(f"stratum {stratum!r} is drawn with {ZERO_PAIRS}, not {(family, link)}")
     d = draw(design_choices(max_groups, structure, min_groups, stratum))
     centre = draw(st.integers(0, 10))
-    terms = ["x", *(["f"] if d["factor"] else []), *(["x2"] if d["collinear"] is not None or d["second"] else [])]
-    truth = draw(parameters(d["structure"], terms, stratum))
+    truth = draw(parameters(d["structure"], _terms(d), stratum))
     offset_kind = draw(st.sampled_from([None, "column", "formula"])) if link in _OFFSET_LINKS else None
     weight_kind = draw(st.sampled_from([None, "prior"]))
     kind = draw(st.sampled_from(["binary", "cbind", "proportion"])) if family == "binomial" else None
@@ -243,7 +243,7 @@ def built(c: dict) -> GeneratedCase:
     of η (`_ETA`), the response simulated."""
     stratum, family, link = c["stratum"], c["family"], c["link"]
     structure = c["design"]["structure"]
-    data, terms = design(c["design"])
+    data, terms = design(c["design"]), _terms(c["design"])
     (lo, hi), (c_lo, c_hi) = _ETA[family, link]
     centre = c_lo + (c_hi - c_lo) * c["centre"] / 10
     room = min(centre - lo, hi - centre)
