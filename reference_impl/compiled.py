@@ -229,11 +229,15 @@ def _weights(fam, link, eta, mu, pw):
     return mueta, V, sqrtW
 
 
+_NO_WEIGHTS = (np.empty(0), np.empty(0), np.empty(0))
+
+
 @_jit
-def _step(fam, link, newton, y, pw, eta, mu):
+def _step(fam, link, newton, y, pw, eta, mu, weights):
     """W^½ and working residual of the next step: Fisher's, or exact mode's safeguarded Newton
-    (pirls `step`, `newton_weights`)."""
-    mueta, V, sqrtW = _weights(fam, link, eta, mu, pw)
+    (pirls `step`, `newton_weights`); `weights` are `_weights` at (η, μ), as `_response` gives
+    them in exact mode."""
+    mueta, V, sqrtW = weights
     r = (y - mu) / mueta
     if not newton:
         return sqrtW, r
@@ -352,11 +356,13 @@ def _solve_Lt(L, B):
 def _gram(A):
     """A'A, summed in row order (no BLAS: the same digits on every CPU)."""
     n, m = A.shape
-    G = np.zeros((m, m))
-    for i in range(n):
-        for a in range(m):
-            for c in range(m):
-                G[a, c] += A[i, a] * A[i, c]
+    G = np.empty((m, m))
+    for a in range(m):
+        for c in range(a, m):
+            s = 0.0
+            for i in range(n):
+                s += A[i, a] * A[i, c]
+            G[a, c] = G[c, a] = s
     return G
 
 
@@ -364,10 +370,12 @@ def _gram(A):
 def _dot(A, x):
     """A x, summed in column order (A' x as `_dot(A.T, x)`)."""
     n, m = A.shape
-    out = np.zeros(n)
+    out = np.empty(n)
     for i in range(n):
+        s = 0.0
         for j in range(m):
-            out[i] += A[i, j] * x[j]
+            s += A[i, j] * x[j]
+        out[i] = s
     return out
 
 
@@ -418,10 +426,12 @@ def _solve_normal(L, RZX, RX, bu, bbeta):
 @_jit
 def _Zb(rows, vals, u):
     N, k = rows.shape
-    out = np.zeros(N)
+    out = np.empty(N)
     for i in range(N):
+        s = 0.0
         for j in range(k):
-            out[i] += vals[i, j] * u[rows[i, j]]
+            s += vals[i, j] * u[rows[i, j]]
+        out[i] = s
     return out
 
 
@@ -435,16 +445,20 @@ def _linpred(offset, X, beta, u_only, rows, vals, u):
 @_jit
 def _response(fam, link, exact, y, pw, eta, u):
     """μ, Σ devResid and the penalized deviance at η (pirls `pdev_at`: exact mode NaN outside the
-    family's domain)."""
+    family's domain), and in exact mode the `_weights` at η that decided the domain (the next
+    step's, or the kept factor's; in lme4 mode none: its next step computes them)."""
     n = len(eta)
     mu = np.empty(n)
     drsum = 0.0
     for i in range(n):
         mu[i] = linkinv(link, eta[i])
         drsum += devresid(fam, y[i], mu[i], pw[i])
-    if exact and not _all_finite(_weights(fam, link, eta, mu, pw)[2]):
-        return mu, drsum, np.nan
-    return mu, drsum, drsum + np.dot(u, u)
+    if not exact:
+        return mu, drsum, drsum + np.dot(u, u), _NO_WEIGHTS
+    weights = _weights(fam, link, eta, mu, pw)
+    if not _all_finite(weights[2]):
+        return mu, drsum, np.nan, weights
+    return mu, drsum, drsum + np.dot(u, u), weights
 
 
 @_jit
@@ -480,10 +494,13 @@ def pirls_loop(fam, link, exact, u_only, tol, maxit, y, pw, X, offset, eta, u, b
     converged, stuck, pdev, decrement = False, False, np.nan, 0.0
     kept, ldL2 = np.empty(0), np.nan
     L = np.zeros((0, 0, 0))
+    w = _NO_WEIGHTS                        # `_weights` at (η, μ) once computed
     status, it = OK, it0
     for it in range(it0, maxit):
-        olddelu, olddelb, oldeta, oldmu, olddrsum = u, beta, eta, mu, drsum
-        sqrtW, r = _step(fam, link, exact and it > 0, y, pw, eta, mu)
+        if len(w[0]) != N:
+            w = _weights(fam, link, eta, mu, pw)
+        olddelu, olddelb, oldeta, oldmu, olddrsum, oldw = u, beta, eta, mu, drsum, w
+        sqrtW, r = _step(fam, link, exact and it > 0, y, pw, eta, mu, w)
         if not _all_finite(sqrtW):
             status = NAN
             break
@@ -513,7 +530,7 @@ def pirls_loop(fam, link, exact, u_only, tol, maxit, y, pw, X, offset, eta, u, b
             else:
                 u, beta = _solve_normal(L, RZX, RX, bu[:, 0].copy(), _dot(V.T, wz))
         eta = _linpred(offset, X, beta, u_only, rows, vals, u)
-        mu, drsum, pdev = _response(fam, link, exact, y, pw, eta, u)
+        mu, drsum, pdev, w = _response(fam, link, exact, y, pw, eta, u)
         if exact:
             d = sqrtW * (eta - oldeta)
             decrement = np.dot(d, d) + np.dot(u - olddelu, u - olddelu)
@@ -526,7 +543,7 @@ def pirls_loop(fam, link, exact, u_only, tol, maxit, y, pw, X, offset, eta, u, b
             if exact:
                 stuck = not _rounding(decrement, oldpdev)
                 if it > 0 and not _rounding(pdev - oldpdev, oldpdev):
-                    u, beta, eta, mu, drsum, pdev = olddelu, olddelb, oldeta, oldmu, olddrsum, oldpdev
+                    u, beta, eta, mu, drsum, pdev, w = olddelu, olddelb, oldeta, oldmu, olddrsum, oldpdev, oldw
             break
         halvings = 0
         while (np.isnan(pdev) or pdev > oldpdev) and halvings < MAXSTEPHALFIT:
@@ -534,7 +551,7 @@ def pirls_loop(fam, link, exact, u_only, tol, maxit, y, pw, X, offset, eta, u, b
             if not u_only:
                 beta = (olddelb + beta) / 2.0
             eta = _linpred(offset, X, beta, u_only, rows, vals, u)
-            mu, drsum, pdev = _response(fam, link, exact, y, pw, eta, u)
+            mu, drsum, pdev, w = _response(fam, link, exact, y, pw, eta, u)
             halvings += 1
         tr_pdev[ntr], tr_half[ntr] = pdev, halvings
         ntr += 1
@@ -543,7 +560,7 @@ def pirls_loop(fam, link, exact, u_only, tol, maxit, y, pw, X, offset, eta, u, b
             netas += 1
         if exact and it > 0 and not pdev <= oldpdev:
             stuck = not _rounding(decrement, oldpdev)
-            u, beta, eta, mu, drsum, pdev = olddelu, olddelb, oldeta, oldmu, olddrsum, oldpdev
+            u, beta, eta, mu, drsum, pdev, w = olddelu, olddelb, oldeta, oldmu, olddrsum, oldpdev, oldw
             converged = True
             break
         if np.isnan(pdev):
@@ -556,7 +573,7 @@ def pirls_loop(fam, link, exact, u_only, tol, maxit, y, pw, X, offset, eta, u, b
     if status == OK and not converged:
         status = MAXIT
     if status == OK and exact:             # the factor of the final weights
-        kept = _weights(fam, link, eta, mu, pw)[2]
+        kept = w[2]
         L, ldL2, ok = _factor(rows, vals, kept, b, nb)
         if not ok:
             status = NAN
