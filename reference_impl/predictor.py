@@ -37,7 +37,6 @@ class SparsePredictor(Predictor):
         self.model = model
         self.LamtZt = model.LamtZt(theta)
         self.ZLam = self.LamtZt.T          # once per θ: `.T` builds a matrix per call
-        self.column = np.repeat(np.arange(model.N), np.diff(self.LamtZt.indptr))   # of each entry
 
     def Zb(self, u):
         return self.ZLam @ u
@@ -45,9 +44,9 @@ class SparsePredictor(Predictor):
     def factor(self, sqrtW):
         # Λ'Z'W^½: a shallow copy shares Λ'Z''s pattern and takes values of its own (scipy's
         # constructors check the pattern, ~0.1 ms a call, more than CHOLMOD's factorization at
-        # harness sizes)
+        # harness sizes); every column holds the same number of entries (Zt's pattern)
         LamtUt = copy.copy(self.LamtZt)
-        LamtUt.data = self.LamtZt.data * sqrtW[self.column]
+        LamtUt.data = (self.LamtZt.data.reshape(self.model.N, -1) * sqrtW[:, None]).ravel()
         if factors.cholmod is None:
             return DenseFactor(LamtUt)
         return SparseFactor(LamtUt, self.model.symbolic)
