@@ -73,7 +73,7 @@ def vector_agq_by_level(model, theta, beta, res, k: int) -> np.ndarray:
     L = np.linalg.cholesky(precision_blocks(model, theta, res.eta, res.mu))
     LinvT = np.swapaxes(np.linalg.inv(L), 1, 2)                           # L_j^{-T}
     uhat = res.u.reshape(nl, nc)
-    devc0 = np.sum(uhat ** 2, axis=1) + G @ fam.devresid(resp.y, res.mu, resp.pw)
+    devc0 = np.sum(uhat ** 2, axis=1) + G @ model.devresid(res.mu)
     offset = model.offset + model.X @ beta
     ZLam = model.LamtZt(theta).T.tocsr()                                  # N × q
     z, logw = product_rule(k, nc)

@@ -131,12 +131,18 @@ def _ylogy(y: Array, m: Array) -> Array:
     return v
 
 
-def _mu_or_complement(sign: Array, mu: Array) -> Array:
-    """μ where `sign` is 1, 1 − μ where it is −1, both exactly (±μ plus 0 or 1): the probability
-    of a 0/1 response's own outcome, whose log is the only nonzero term of devResid and aic."""
-    v = np.multiply(sign, mu)
-    v += 0.5 * (1.0 - sign)
-    return v
+def _own_outcome(success: Array) -> Callable[[Array], Array]:
+    """`p ↦ p` where `success`, `p ↦ 1 − p` elsewhere, both exactly (±p plus 0 or 1): the
+    probability of a 0/1 response's own outcome, whose log is the only nonzero term of devResid
+    and aic. The signs are made once, for fixed data."""
+    sign = np.where(success, 1.0, -1.0)
+    complement = np.where(success, 0.0, 1.0)
+
+    def own(p):
+        v = np.multiply(sign, p)
+        v += complement
+        return v
+    return own
 
 
 def _xlogy_factor(x: Array) -> Callable[[Array], Array]:
@@ -192,7 +198,12 @@ class Family:
         raise NotImplementedError
 
     def devresid(self, y: Array, mu: Array, pw: Array) -> Array:
-        raise NotImplementedError
+        return self.devresid_at(y, pw)(mu)
+
+    def devresid_at(self, y: Array, pw: Array) -> Callable[[Array], Array]:
+        """`devresid` as a function of μ for fixed data, its μ-free parts computed once (PIRLS
+        asks at every iterate: `Model.devresid`); families define `devresid` or this."""
+        return lambda mu: self.devresid(y, mu, pw)
 
     def aic(self, y: Array, n: Array, mu: Array, pw: Array, dev: float) -> float:
         return self.aic_at(y, n, pw)(mu, dev)
@@ -233,17 +244,27 @@ class Binomial(Family):
     def dvariance(self, mu):
         return 1.0 - 2.0 * mu
 
-    def devresid(self, y, mu, pw):
+    def devresid_at(self, y, pw):
         """`2 pw (y log(y/μ) + (1 − y) log((1 − y)/(1 − μ)))`; for a 0/1 response one of the two
         terms is 0, the other `log(1/μ)` or `log(1/(1 − μ))`: one log per row, the same digits."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if np.all((y == 0.0) | (y == 1.0)):
-                dev = _mu_or_complement(2.0 * y - 1.0, mu)
-                np.log(np.divide(1.0, dev, out=dev), out=dev)
-            else:
-                dev = _ylogy(y, mu)
-                dev += _ylogy(1.0 - y, 1.0 - mu)
-        dev *= 2.0 * pw
+        two_pw = 2.0 * pw
+        if np.all((y == 0.0) | (y == 1.0)):
+            own = _own_outcome(y == 1.0)
+
+            def dev(mu):
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    v = own(mu)
+                    np.log(np.divide(1.0, v, out=v), out=v)
+                v *= two_pw
+                return v
+            return dev
+
+        def dev(mu):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                v = _ylogy(y, mu)
+                v += _ylogy(1.0 - y, 1.0 - mu)
+            v *= two_pw
+            return v
         return dev
 
     def aic_at(self, y, n, pw):
@@ -254,11 +275,11 @@ class Binomial(Family):
         c = np.where(m <= 0, 0.0, pw / np.where(m <= 0, 1.0, m))
         used = slice(None) if np.all(c != 0) else c != 0       # rows with c = 0 add nothing
         if np.all((yy == 0) | (yy == m)):          # all successes or all failures (0/1 data):
-            sign = np.where(yy > 0, 1.0, -1.0)      # m log μ or m log(1 − μ), lchoose 0, one log per row
+            own = _own_outcome(yy > 0)              # m log μ or m log(1 − μ), lchoose 0, one log per row
 
             def aic(mu, dev):
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    v = _mu_or_complement(sign, mu)
+                    v = own(mu)
                     log_dbinom = np.multiply(m, np.log(v, out=v), out=v)
                 return -2.0 * float((c * log_dbinom)[used].sum())
             return aic

@@ -603,7 +603,7 @@ def _report(model: Model, f: DevianceFunction, par: np.ndarray, opt: OptSummary,
             V = V_rx
     names = list(d.X_names)
     ranef, condvar = _ranef(model, par[:nth], ev)
-    devres = fam.devresid(resp.y, ev.mu, resp.pw)
+    devres = model.devresid(ev.mu)
     with np.errstate(invalid="ignore"):     # lme4: a devResid rounded below 0 gives NaN, and deviance() NaN
         residuals = np.sign(resp.y - ev.mu) * np.sqrt(devres if mode == "lme4" else np.maximum(devres, 0.0))
     return GlmerFit(

@@ -79,6 +79,12 @@ class Model:
             return self.offset + self.family.link.linkfun(self.response.mustart)
 
     @cached_property
+    def devresid(self) -> Callable[[np.ndarray], np.ndarray]:
+        """`devresid(mu)` for this response (§2.2), its μ-free parts computed once."""
+        r = self.response
+        return self.family.devresid_at(r.y, r.pw)
+
+    @cached_property
     def aic(self) -> Callable[[np.ndarray, float], float]:
         """`aic(mu, dev)` for this response (§2.2), its μ-free parts computed once."""
         r = self.response

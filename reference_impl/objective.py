@@ -118,12 +118,12 @@ class DevianceFunction:
 
     def _agq(self, theta, beta, res: PirlsResult) -> float:
         """§4.3: per level j, `devc0_j + log L_jj² − 2 log mult_j`, mult by the GH rule."""
-        m, fam, resp = self.model, self.model.family, self.model.response
+        m = self.model
         if not m.scalar_single:                      # exact mode, one vector term (agq.py)
             return float(np.sum(vector_agq_by_level(m, theta, beta, res, self.nAGQ)))
         z, w, ldnorm = ghrule(self.nAGQ)
         offset = m.offset + m.X @ beta
-        devc0 = res.u ** 2 + m.level_sums(fam.devresid(resp.y, res.mu, resp.pw))
+        devc0 = res.u ** 2 + m.level_sums(m.devresid(res.mu))
         sd = 1.0 / res.decomp.L.Ldiag
         moving = z != 0.0
         uk = res.u[:, None] + sd[:, None] * z[moving][None, :]                  # q × k

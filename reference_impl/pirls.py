@@ -227,7 +227,7 @@ def _numpy_pirls(model, theta, eta, offset, u_prev, beta_prev, u_only, mode, tol
         """Σ devResid and the penalized deviance; exact mode: NaN outside the family's domain
         (non-finite weights, e.g. μ ≤ 0 for an identity-link Poisson, where devResid is finite
         but meaningless), so that step-halving keeps the iterate inside it."""
-        drsum = float(fam.devresid(resp.y, mu, resp.pw).sum())
+        drsum = float(model.devresid(mu).sum())
         if exact and not np.all(np.isfinite(weights(eta, mu)[2])):
             return drsum, np.nan
         return drsum, drsum + float(u @ u)

@@ -51,7 +51,7 @@ class TrueDeviance:
 
     def by_level(self, pars) -> np.ndarray:
         """−2 log L_j for each level j (sums to the total)."""
-        m, fam, resp = self.model, self.model.family, self.model.response
+        m, fam = self.model, self.model.family
         pars = np.asarray(pars, float)
         theta, beta = pars[:self.nth], pars[self.nth:]
         offset = m.offset + m.X @ beta
@@ -61,7 +61,7 @@ class TrueDeviance:
 
         def devc(u):
             mu = fam.linkinv(offset + m.Zb(theta, u))
-            return u ** 2 + self.G @ fam.devresid(resp.y, mu, resp.pw)
+            return u ** 2 + self.G @ m.devresid(mu)
 
         devc0 = devc(res.u)
 
