@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy
 import scipy.linalg as la
+from scipy.linalg import lapack
 from scipy import optimize
 
 from .bobyqa import bobyqa
@@ -632,11 +633,19 @@ def _varcorr(design, theta: np.ndarray, sigma2: float) -> dict[str, np.ndarray]:
 
 
 def _vcov_hessian(H: np.ndarray, nth: int) -> tuple[np.ndarray, bool]:
-    """`vcov.merMod` with the Hessian: `(h + h')[β, β]`, h = H⁻¹ (§7)."""
-    try:
-        h = la.solve(H, np.eye(len(H)))
-    except (la.LinAlgError, ValueError):
-        return np.full((len(H) - nth,) * 2, np.nan), False
+    """`vcov.merMod` with the Hessian: `(h + h')[β, β]`, h = H⁻¹ (§7); NA, hence the RX fallback,
+    where R's `solve(H)` refuses: H not finite, exactly singular, or its reciprocal condition
+    number (LAPACK's 1-norm estimate, as R's `La_solve`) below `.Machine$double.eps` (scipy's
+    `solve` only warns, and only below eps/2: its inverse of such an H was taken where glmer's
+    standard errors come from RX)."""
+    n = len(H)
+    if not np.all(np.isfinite(H)):
+        return np.full((n - nth,) * 2, np.nan), False
+    lu, piv, info = lapack.dgetrf(H)
+    rcond, _ = lapack.dgecon(lu, np.linalg.norm(H, 1), norm="1") if info == 0 else (0.0, None)
+    if not rcond >= np.finfo(float).eps:
+        return np.full((n - nth,) * 2, np.nan), False
+    h, _ = lapack.dgetrs(lu, piv, np.eye(n))
     V = (h + h.T)[nth:, nth:]
     ok = bool(np.all(np.isfinite(V)) and la.eigvalsh(V).min() > 0)
     return V, ok

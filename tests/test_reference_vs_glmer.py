@@ -308,3 +308,30 @@ def test_exact_mode_on_its_own_is_not_worse_where_newton_creeps(R):
     exact = PythonSide("exact").fit(case, 0)
     assert r.error is None and exact.error is None, (r.error, exact.error)
     assert exact.minus2loglik <= r.minus2loglik + 1e-8, (exact.minus2loglik, r.minus2loglik)
+
+
+@pytest.mark.parametrize("smallest, rotated", [(0.1, True), (3e-16, False), (1.5e-16, False), (1e-18, True)])
+def test_vcov_falls_back_where_glmers_does(R, data, smallest, rotated):
+    """lme4's `vcov.merMod` on a Hessian we hand it (cbpp's glmer fit, nAGQ 1, its Hessian
+    replaced): R's `solve(H)` refuses H whose reciprocal condition number is below
+    .Machine$double.eps, and vcov then warns and falls back to RX; the reference decides the
+    same way on the same H (`_vcov_hessian`), and where both invert, they agree to 1e-12.
+    rcond 1.5e-16 lies between R's threshold and scipy's `solve` (which only warns below
+    eps/2): the reference took that inverse where glmer fell back."""
+    from reference_impl.fit import _vcov_hessian
+    d = np.array([1.0, 0.75, 0.5, 0.25, smallest])                 # rcond(diag(d)) = smallest
+    Q = np.linalg.qr(np.random.default_rng(5).normal(size=(5, 5)))[0] if rotated else np.eye(5)
+    H = Q @ np.diag(d) @ Q.T
+    R.assign("cc_test_H", H)
+    r = R.eval(f"""local({{
+      m <- {r_glmer_call("cbpp", CBPP, "binomial", "logit", None, 1)}
+      m@optinfo$derivs$Hessian <- cc_test_H
+      fell_back <- FALSE
+      V <- withCallingHandlers(as.matrix(vcov(m)), warning = function(w) {{
+        fell_back <<- grepl("falling back", conditionMessage(w)); invokeRestart("muffleWarning")}})
+      list(fell_back = fell_back, V = V, rcond = rcond(cc_test_H))
+    }})""")
+    V, ok = _vcov_hessian(H, 1)
+    assert ok == (not bool(np.asarray(r["fell_back"]).ravel()[0])), (smallest, r["rcond"])
+    if ok:
+        assert rel(V, np.asarray(r["V"], float)) < 1e-12
