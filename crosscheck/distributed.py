@@ -87,8 +87,11 @@ class DaskRunner:
         import dask
         from distributed import Client, LocalCluster
 
-        # no retry of a killer; a case queued behind another stays on its worker (`_finished`)
-        dask.config.set({"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.work-stealing": False})
+        # no retry of a killer; a case queued behind another stays on its worker (`_finished`);
+        # no statistical profiler in a local cluster's workers: it samples the running case's stack
+        # every 10 ms under the GIL, for a dashboard a sweep does not show
+        dask.config.set({"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.work-stealing": False,
+                         "distributed.worker.profile.enabled": False})
         if self.scheduler is None:
             self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
                                         processes=True, dashboard_address=None,
