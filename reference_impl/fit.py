@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import scipy
 import scipy.linalg as la
-from scipy.linalg import lapack
 from scipy import optimize
+from scipy.linalg import lapack
 
 from .bobyqa import bobyqa
 from .convergence import BOUNDARY_TOL, check_boundary, check_conv
