@@ -1,6 +1,7 @@
 """Sweeps on Dask distributed (issue 5): the same results with 2 workers as with 1; a worker killed
 mid-case, or a case past its deadline, costs only that case, also when several are, and the sweep
-still stops within 2 s of SIGTERM; an existing scheduler can be used.
+still stops within 2 s of SIGTERM; an existing scheduler can be used; a local cluster's workers run
+without the statistical profiler.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pytest
 from crosscheck import sources
 from crosscheck.case import Case
 from crosscheck.datasets import readme_example
-from crosscheck.distributed import FREE_HTTP_PORT, WORKER_DIED, DaskExecutor
+from crosscheck.distributed import FREE_HTTP_PORT, WORKER_DIED, DaskExecutor, DaskRunner
 from crosscheck.executors import failed
 from crosscheck.store import Store, case_digest
 from crosscheck.sweep import SweepConfig, start, sweep
@@ -151,6 +152,17 @@ def test_a_case_past_its_deadline_ends_its_worker_and_the_sweep_goes_on(tmp_path
     with sqlite3.connect(db) as con:
         rows = dict(con.execute("SELECT case_key, status FROM cases WHERE run_id = ?", (run_id,)))
     assert rows == {"file:hung": "crash", "file:q": "done"}
+
+
+@pytest.mark.slow
+def test_a_local_clusters_workers_run_without_the_profiler():
+    """distributed's statistical profiler samples the running case's stack every 10 ms under the
+    GIL, for a dashboard a sweep never shows: a local cluster's workers have it off."""
+    import dask
+
+    with DaskRunner(workers=1) as runner:
+        enabled = runner.client.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
+    assert list(enabled.values()) == [False]
 
 
 @pytest.mark.slow
