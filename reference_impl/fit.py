@@ -638,11 +638,11 @@ def _vcov_hessian(H: np.ndarray, nth: int) -> tuple[np.ndarray, bool]:
     number (LAPACK's 1-norm estimate, as R's `La_solve`) below `.Machine$double.eps` (scipy's
     `solve` only warns, and only below eps/2: its inverse of such an H was taken where glmer's
     standard errors come from RX)."""
-    n = len(H)
-    if not np.all(np.isfinite(H)):
-        return np.full((n - nth,) * 2, np.nan), False
-    lu, piv, info = lapack.dgetrf(H)
-    rcond, _ = lapack.dgecon(lu, np.linalg.norm(H, 1), norm="1") if info == 0 else (0.0, None)
+    n, rcond = len(H), 0.0
+    if np.all(np.isfinite(H)):
+        lu, piv, info = lapack.dgetrf(H)
+        if info == 0:
+            rcond, _ = lapack.dgecon(lu, np.linalg.norm(H, 1), norm="1")
     if not rcond >= np.finfo(float).eps:
         return np.full((n - nth,) * 2, np.nan), False
     h, _ = lapack.dgetrs(lu, piv, np.eye(n))
